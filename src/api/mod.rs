@@ -1,0 +1,207 @@
+//! The HTTP API (axum): status, routes, reload and Prometheus metrics.
+//!
+//! Reads the route table, the current lists and the metrics registry; the
+//! only thing it changes is a reload request on the reload channel.
+
+pub mod metrics;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::lists::Lists;
+use crate::lists::watch::ReloadCause;
+use crate::routes::clock::rfc3339;
+use crate::routes::ingest::Ingest;
+use crate::routes::{Route, Source};
+use metrics::{ListLabel, Metrics};
+
+/// What the handlers read.
+pub struct ApiState {
+    pub metrics: Arc<Metrics>,
+    pub ingest: Arc<Ingest>,
+    pub lists: Arc<ArcSwap<Lists>>,
+    pub started: Instant,
+    pub ready: AtomicBool,
+    pub reload: mpsc::Sender<ReloadCause>,
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/routes", get(routes))
+        .route("/api/v1/reload", post(reload))
+        .with_state(state)
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ListStatus {
+    pub name: String,
+    pub file: String,
+    pub entries: usize,
+    pub exclusions: usize,
+    pub invalid_lines: usize,
+    pub routes: usize,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Status {
+    pub version: String,
+    pub ready: bool,
+    pub uptime_seconds: u64,
+    pub routes: usize,
+    pub lists: Vec<ListStatus>,
+    pub cname_targets: usize,
+    pub dnstap_connections: i64,
+}
+
+async fn status(State(st): State<Arc<ApiState>>) -> Response {
+    let ready = st.ready.load(Ordering::Acquire);
+    let table = st.ingest.table();
+    let per_list = table.per_list();
+    let lists = st.lists.load();
+    let body = Status {
+        version: crate::VERSION.to_string(),
+        ready,
+        uptime_seconds: st.started.elapsed().as_secs(),
+        routes: table.len(),
+        lists: lists
+            .info()
+            .iter()
+            .map(|i| ListStatus {
+                name: i.settings.name.to_string(),
+                file: i.settings.file.display().to_string(),
+                entries: i.entries,
+                exclusions: i.exclusions,
+                invalid_lines: i.invalid_lines,
+                routes: per_list.iter().find(|(n, _)| *n == i.settings.name).map_or(0, |(_, c)| *c),
+            })
+            .collect(),
+        cname_targets: st.ingest.cnames().len(),
+        dnstap_connections: st.metrics.connections_open.get(),
+    };
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body)).into_response()
+}
+
+/// One attribution of a route in the API.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct NameJson {
+    pub domain: String,
+    pub list: String,
+    pub expires: String,
+    pub source: String,
+}
+
+/// A route in the API: the longest-living attribution at the top level,
+/// all of them under `names`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RouteJson {
+    pub prefix: String,
+    pub domain: String,
+    pub list: String,
+    pub expires: String,
+    pub source: String,
+    pub names: Vec<NameJson>,
+}
+
+impl RouteJson {
+    pub fn from_route(r: &Route) -> Option<RouteJson> {
+        let p = r.primary()?;
+        Some(RouteJson {
+            prefix: r.prefix().to_string(),
+            domain: p.domain.to_string(),
+            list: p.list.to_string(),
+            expires: rfc3339(p.expires),
+            source: p.source.as_str().to_string(),
+            names: r
+                .attributions
+                .iter()
+                .map(|a| NameJson {
+                    domain: a.domain.to_string(),
+                    list: a.list.to_string(),
+                    expires: rfc3339(a.expires),
+                    source: a.source.as_str().to_string(),
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Optional filters of `GET /api/v1/routes`.
+#[derive(Deserialize, Debug, Default)]
+pub struct RouteFilter {
+    pub list: Option<String>,
+    pub domain: Option<String>,
+    pub source: Option<String>,
+    pub family: Option<u8>,
+}
+
+impl RouteFilter {
+    fn keeps(&self, r: &Route) -> bool {
+        let family_ok = match self.family {
+            Some(4) => matches!(r.addr, IpAddr::V4(_)),
+            Some(6) => matches!(r.addr, IpAddr::V6(_)),
+            _ => true,
+        };
+        family_ok
+            && r.attributions.iter().any(|a| {
+                self.list.as_deref().is_none_or(|l| &*a.list == l)
+                    && self.domain.as_deref().is_none_or(|d| a.domain.eq_ignore_ascii_case(d))
+                    && self.source.as_deref().is_none_or(|s| a.source == Source::parse(s))
+            })
+    }
+}
+
+async fn routes(State(st): State<Arc<ApiState>>, Query(filter): Query<RouteFilter>) -> Response {
+    let snapshot = st.ingest.table().snapshot();
+    let body: Vec<RouteJson> = snapshot.iter().filter(|r| filter.keeps(r)).filter_map(RouteJson::from_route).collect();
+    Json(body).into_response()
+}
+
+async fn reload(State(st): State<Arc<ApiState>>) -> Response {
+    match st.reload.try_send(ReloadCause::Api) {
+        Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {
+            (StatusCode::ACCEPTED, Json(serde_json::json!({"reload": "requested"}))).into_response()
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"error": "shutting down"}))).into_response()
+        }
+    }
+}
+
+async fn metrics_text(State(st): State<Arc<ApiState>>) -> Response {
+    let m = &st.metrics;
+    let table = st.ingest.table();
+    m.routes_total.set(table.len() as i64);
+    m.cname_targets.set(st.ingest.cnames().len() as i64);
+    m.routes.clear();
+    for (list, n) in table.per_list() {
+        m.routes.get_or_create(&ListLabel { list: list.to_string() }).set(n as i64);
+    }
+    let lists = st.lists.load();
+    m.list_entries.clear();
+    m.list_invalid_lines.clear();
+    for i in lists.info() {
+        let label = ListLabel { list: i.settings.name.to_string() };
+        m.list_entries.get_or_create(&label).set((i.entries + i.exclusions) as i64);
+        m.list_invalid_lines.get_or_create(&label).set(i.invalid_lines as i64);
+    }
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        m.encode(),
+    )
+        .into_response()
+}

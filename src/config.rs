@@ -1,0 +1,586 @@
+//! Configuration: TOML in, typed [`Settings`] out.
+//!
+//! Parsing happens in two steps, as operators expect from a mature daemon:
+//! serde with `deny_unknown_fields` turns the file into raw structs (unknown
+//! keys, bad types, bad durations and bad addresses become errors with the
+//! file and line of the offending value), then [`validate`] checks the
+//! relations between values and resolves relative paths against the config
+//! file's directory. Every problem found is reported as a [`Problem`]
+//! (`FILE:LINE: message`); nothing is silently defaulted to zero.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::dnstap::MessageType;
+
+/// The embedded default configuration used by `dnsbgpd run` without
+/// `--config`: it starts on a fresh machine as an unprivileged user.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// The most lists a configuration may hold (list membership is a 64-bit mask
+/// on the hot path).
+pub const MAX_LISTS: usize = 64;
+
+/// One problem found in a configuration or list file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    /// 1-based line; 0 when the problem concerns the file as a whole.
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+        }
+    }
+}
+
+/// All problems of a configuration that could not be accepted.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", display_problems(.0))]
+pub struct ConfigError(pub Vec<Problem>);
+
+fn display_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(Problem::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A duration written as `"90s"`, `"1h30m"`, `"250ms"` or `"2d"`.
+///
+/// Stricter than humantime: a number needs a unit, and nothing but digits
+/// and units is accepted, so a typo is an error and never becomes zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ConfigDuration(pub Duration);
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {text:?}: expected e.g. \"250ms\", \"90s\", \"1h30m\", \"2d\"");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    let bytes = text.as_bytes();
+    let mut total: u128 = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        if start == i || i - start > 12 {
+            return Err(bad());
+        }
+        let number: u128 = text[start..i].parse().map_err(|_| bad())?;
+        let unit_start = i;
+        while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        let millis_per_unit: u128 = match &text[unit_start..i] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        total += number * millis_per_unit;
+    }
+    let millis = u64::try_from(total).map_err(|_| format!("duration {text:?} is too long"))?;
+    Ok(Duration::from_millis(millis))
+}
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text).map(ConfigDuration).map_err(de::Error::custom)
+    }
+}
+
+/// A Unix file mode written as an octal string, `"0660"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(pub u32);
+
+impl<'de> Deserialize<'de> for FileMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let digits = text.strip_prefix("0o").unwrap_or(&text);
+        match u32::from_str_radix(digits, 8) {
+            Ok(mode) if mode <= 0o7777 && !digits.is_empty() => Ok(FileMode(mode)),
+            _ => Err(de::Error::custom(format!(
+                "invalid file mode {text:?}: expected an octal string such as \"0660\""
+            ))),
+        }
+    }
+}
+
+/// A byte size: an integer, or a string with a unit (`"64KiB"`, `"1MiB"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub usize);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        let parse = |text: &str| -> Option<usize> {
+            let split = text.find(|c: char| !c.is_ascii_digit())?;
+            let (num, unit) = text.split_at(split);
+            let n: usize = num.parse().ok()?;
+            let mul = match unit {
+                "B" => 1,
+                "KiB" => 1 << 10,
+                "MiB" => 1 << 20,
+                "GiB" => 1 << 30,
+                _ => return None,
+            };
+            n.checked_mul(mul)
+        };
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => usize::try_from(n)
+                .map(ByteSize)
+                .map_err(|_| de::Error::custom("size too large")),
+            Raw::Text(t) => parse(&t).map(ByteSize).ok_or_else(|| {
+                de::Error::custom(format!(
+                    "invalid size {t:?}: expected bytes as an integer or e.g. \"64KiB\", \"1MiB\""
+                ))
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    dnstap: RawDnstap,
+    #[serde(default)]
+    routes: Option<RawRoutes>,
+    #[serde(default, rename = "list")]
+    lists: Vec<RawList>,
+    #[serde(default)]
+    api: Option<RawApi>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDnstap {
+    socket: Option<Spanned<PathBuf>>,
+    socket_mode: Option<FileMode>,
+    tcp: Option<SocketAddr>,
+    max_frame_size: Option<Spanned<ByteSize>>,
+    max_connections: Option<Spanned<usize>>,
+    message_types: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoutes {
+    store: Option<PathBuf>,
+    min_ttl: Option<Spanned<ConfigDuration>>,
+    max_ttl: Option<Spanned<ConfigDuration>>,
+    flush_interval: Option<Spanned<ConfigDuration>>,
+    store_cache: Option<ByteSize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawList {
+    name: Spanned<String>,
+    file: Spanned<PathBuf>,
+    #[serde(default)]
+    communities: Vec<Spanned<String>>,
+    #[serde(default)]
+    large_communities: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: Option<SocketAddr>,
+}
+
+/// Typed, validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file the settings came from (`None` for the embedded default).
+    pub source: Option<PathBuf>,
+    pub dnstap: DnstapSettings,
+    pub routes: RouteSettings,
+    pub lists: Vec<ListSettings>,
+    pub api: ApiSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct DnstapSettings {
+    pub socket: Option<PathBuf>,
+    pub socket_mode: Option<u32>,
+    pub tcp: Option<SocketAddr>,
+    pub max_frame_size: usize,
+    pub max_connections: usize,
+    /// Which dnstap message types feed the route table.
+    pub message_types: Vec<MessageType>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    pub store: PathBuf,
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+    pub flush_interval: Duration,
+    pub store_cache: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListSettings {
+    pub name: Arc<str>,
+    pub file: PathBuf,
+    pub communities: Vec<(u16, u16)>,
+    pub large_communities: Vec<(u32, u32, u32)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub listen: SocketAddr,
+}
+
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 64 * 1024;
+
+impl Settings {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(vec![Problem {
+                file: path.to_path_buf(),
+                line: 0,
+                message: format!("cannot read config: {e}"),
+            }])
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Settings::parse(&text, path, &base, Some(path.to_path_buf()))
+    }
+
+    /// The embedded default configuration; its relative paths resolve
+    /// against the current directory.
+    pub fn embedded_default() -> Settings {
+        Settings::parse(DEFAULT_CONFIG, Path::new("<embedded default>"), Path::new(""), None)
+            .unwrap_or_else(|e| unreachable!("embedded default config is invalid: {e}"))
+    }
+
+    /// Parses configuration text. `file` names it in problems, `base` is the
+    /// directory relative paths are resolved against.
+    pub fn parse(
+        text: &str,
+        file: &Path,
+        base: &Path,
+        source: Option<PathBuf>,
+    ) -> Result<Settings, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            ConfigError(vec![Problem {
+                file: file.to_path_buf(),
+                line,
+                message: e.message().trim().to_string(),
+            }])
+        })?;
+        validate(raw, text, file, base, source)
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+fn resolve(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() || base.as_os_str().is_empty() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+fn validate(
+    raw: RawConfig,
+    text: &str,
+    file: &Path,
+    base: &Path,
+    source: Option<PathBuf>,
+) -> Result<Settings, ConfigError> {
+    let mut problems = Vec::new();
+    let mut problem = |span: std::ops::Range<usize>, message: String| {
+        problems.push(Problem {
+            file: file.to_path_buf(),
+            line: line_of(text, span.start),
+            message,
+        })
+    };
+
+    // [dnstap]
+    let d = raw.dnstap;
+    if d.socket.is_none() && d.tcp.is_none() {
+        problem(0..0, "[dnstap] needs `socket`, `tcp` or both".into());
+    }
+    let max_frame_size = match d.max_frame_size {
+        Some(s) if s.get_ref().0 < 512 || s.get_ref().0 > 16 << 20 => {
+            problem(s.span(), "max_frame_size must be between 512 bytes and 16MiB".into());
+            DEFAULT_MAX_FRAME_SIZE
+        }
+        Some(s) => s.into_inner().0,
+        None => DEFAULT_MAX_FRAME_SIZE,
+    };
+    let max_connections = match d.max_connections {
+        Some(s) if *s.get_ref() == 0 => {
+            problem(s.span(), "max_connections must be at least 1".into());
+            1
+        }
+        Some(s) => s.into_inner(),
+        None => 64,
+    };
+    let mut message_types = Vec::new();
+    match d.message_types {
+        None => message_types.push(MessageType::ClientResponse),
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                problem(list.span(), "message_types must name at least one type".into());
+            }
+            for name in list.into_inner() {
+                match MessageType::from_name(name.get_ref()) {
+                    Some(t) => message_types.push(t),
+                    None => problem(
+                        name.span(),
+                        format!(
+                            "unknown dnstap message type {:?}: expected one of {}",
+                            name.get_ref(),
+                            MessageType::ALL.map(MessageType::name).join(", ")
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+
+    // [routes]
+    let r = raw.routes.unwrap_or(RawRoutes {
+        store: None,
+        min_ttl: None,
+        max_ttl: None,
+        flush_interval: None,
+        store_cache: None,
+    });
+    let min_ttl = r.min_ttl.as_ref().map(|s| s.get_ref().0).unwrap_or(Duration::from_secs(3600));
+    let max_ttl = r.max_ttl.as_ref().map(|s| s.get_ref().0).unwrap_or(Duration::from_secs(86_400));
+    if min_ttl > max_ttl {
+        let span = r.max_ttl.as_ref().or(r.min_ttl.as_ref()).map(Spanned::span).unwrap_or(0..0);
+        problem(span, format!("min_ttl ({min_ttl:?}) is longer than max_ttl ({max_ttl:?})"));
+    }
+    if max_ttl.is_zero() {
+        let span = r.max_ttl.as_ref().map(Spanned::span).unwrap_or(0..0);
+        problem(span, "max_ttl must be longer than zero".into());
+    }
+    let flush_interval = match r.flush_interval {
+        Some(s) if s.get_ref().0.is_zero() || s.get_ref().0 > Duration::from_secs(60) => {
+            problem(s.span(), "flush_interval must be between 1ms and 60s".into());
+            Duration::from_secs(1)
+        }
+        Some(s) => s.into_inner().0,
+        None => Duration::from_secs(1),
+    };
+    let store = resolve(base, &r.store.unwrap_or_else(|| PathBuf::from("dnsbgpd-data/store")));
+
+    // [[list]]
+    if raw.lists.len() > MAX_LISTS {
+        problem(
+            raw.lists[MAX_LISTS].name.span(),
+            format!("at most {MAX_LISTS} lists are supported"),
+        );
+    }
+    let mut lists: Vec<ListSettings> = Vec::new();
+    for l in raw.lists {
+        let name = l.name.get_ref();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            problem(
+                l.name.span(),
+                format!("list name {name:?} must be non-empty and use only letters, digits, '-', '_' and '.'"),
+            );
+        }
+        if lists.iter().any(|other| &*other.name == name.as_str()) {
+            problem(l.name.span(), format!("duplicate list name {name:?}"));
+        }
+        let mut communities = Vec::new();
+        for c in &l.communities {
+            match parse_community(c.get_ref()) {
+                Some(v) => communities.push(v),
+                None => problem(
+                    c.span(),
+                    format!("invalid community {:?}: expected \"ASN:VALUE\" with two 16-bit numbers", c.get_ref()),
+                ),
+            }
+        }
+        let mut large_communities = Vec::new();
+        for c in &l.large_communities {
+            match parse_large_community(c.get_ref()) {
+                Some(v) => large_communities.push(v),
+                None => problem(
+                    c.span(),
+                    format!(
+                        "invalid large community {:?}: expected \"ASN:DATA1:DATA2\" with three 32-bit numbers",
+                        c.get_ref()
+                    ),
+                ),
+            }
+        }
+        lists.push(ListSettings {
+            name: Arc::from(name.as_str()),
+            file: resolve(base, l.file.get_ref()),
+            communities,
+            large_communities,
+        });
+    }
+
+    let api = ApiSettings {
+        listen: raw
+            .api
+            .and_then(|a| a.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9153))),
+    };
+
+    if !problems.is_empty() {
+        return Err(ConfigError(problems));
+    }
+    Ok(Settings {
+        source,
+        dnstap: DnstapSettings {
+            socket: d.socket.map(|s| resolve(base, s.get_ref())),
+            socket_mode: d.socket_mode.map(|m| m.0),
+            tcp: d.tcp,
+            max_frame_size,
+            max_connections,
+            message_types,
+        },
+        routes: RouteSettings {
+            store,
+            min_ttl,
+            max_ttl,
+            flush_interval,
+            store_cache: r.store_cache.map(|b| b.0).unwrap_or(16 << 20),
+        },
+        lists,
+        api,
+    })
+}
+
+fn parse_community(text: &str) -> Option<(u16, u16)> {
+    let (a, b) = text.split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+fn parse_large_community(text: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = text.split(':');
+    let v = (
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
+    parts.next().is_none().then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, ConfigError> {
+        Settings::parse(text, Path::new("t.toml"), Path::new("/etc/dnsbgpd"), None)
+    }
+
+    #[test]
+    fn durations_are_strict() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
+        for bad in ["", "90", "1x", "1 h", "h", "-1s", "1.5h", "1hh", "s1"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn embedded_default_parses() {
+        let s = Settings::embedded_default();
+        assert_eq!(s.api.listen, "127.0.0.1:9153".parse().unwrap());
+        assert!(s.dnstap.socket.is_some());
+        assert!(s.lists.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_line() {
+        let err = parse("[dnstap]\nsocket = \"/x.sock\"\n\n[routes]\nmin_tll = \"1h\"\n").unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert_eq!(err.0[0].line, 5, "{err}");
+        assert!(err.0[0].message.contains("min_tll"), "{err}");
+        assert!(err.to_string().starts_with("t.toml:5: "), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_an_error_with_its_line() {
+        let err = parse("[dnstap]\nsocket = \"/x.sock\"\n[routes]\nmax_ttl = \"24\"\n").unwrap_err();
+        assert_eq!(err.0[0].line, 4, "{err}");
+        assert!(err.0[0].message.contains("invalid duration"), "{err}");
+    }
+
+    #[test]
+    fn relations_are_checked_and_all_problems_reported() {
+        let err = parse(
+            "[dnstap]\nsocket = \"/x.sock\"\nmessage_types = [\"CLIENT_RESPONSE\", \"NOPE\"]\n\
+             [routes]\nmin_ttl = \"2h\"\nmax_ttl = \"1h\"\n\
+             [[list]]\nname = \"a\"\nfile = \"a.txt\"\ncommunities = [\"1:70000\"]\n\
+             [[list]]\nname = \"a\"\nfile = \"b.txt\"\n",
+        )
+        .unwrap_err();
+        let lines: Vec<usize> = err.0.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![3, 6, 10, 12], "{err}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_directory() {
+        let s = parse(
+            "[dnstap]\nsocket = \"run/d.sock\"\n[routes]\nstore = \"/var/lib/x\"\n\
+             [[list]]\nname = \"vpn\"\nfile = \"lists/vpn.txt\"\ncommunities = [\"65010:100\"]\n\
+             large_communities = [\"65010:0:100\"]\n",
+        )
+        .unwrap();
+        assert_eq!(s.dnstap.socket.unwrap(), Path::new("/etc/dnsbgpd/run/d.sock"));
+        assert_eq!(s.routes.store, Path::new("/var/lib/x"));
+        assert_eq!(s.lists[0].file, Path::new("/etc/dnsbgpd/lists/vpn.txt"));
+        assert_eq!(s.lists[0].communities, vec![(65010, 100)]);
+        assert_eq!(s.lists[0].large_communities, vec![(65010, 0, 100)]);
+        assert_eq!(s.dnstap.message_types, vec![MessageType::ClientResponse]);
+    }
+
+    #[test]
+    fn socket_mode_and_sizes() {
+        let s = parse("[dnstap]\nsocket = \"/x\"\nsocket_mode = \"0660\"\nmax_frame_size = \"128KiB\"\n").unwrap();
+        assert_eq!(s.dnstap.socket_mode, Some(0o660));
+        assert_eq!(s.dnstap.max_frame_size, 128 * 1024);
+        assert!(parse("[dnstap]\nsocket = \"/x\"\nsocket_mode = \"rw\"\n").is_err());
+        assert!(parse("[dnstap]\nsocket = \"/x\"\nmax_frame_size = \"12XB\"\n").is_err());
+    }
+}

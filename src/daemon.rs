@@ -1,0 +1,259 @@
+//! Wiring: builds every part from the settings, runs them until the
+//! shutdown token fires, then stops them in order and flushes the store.
+//!
+//! Start-up order matters for readiness: the API binds first (answering
+//! 503 while loading), then lists, store and table are loaded, then the
+//! dnstap listeners bind; only then does `/api/v1/status` say ready.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::api::metrics::Metrics;
+use crate::api::{self, ApiState};
+use crate::config::Settings;
+use crate::dnstap::server::{Server, SocketFile, bind_unix};
+use crate::dnstap::Pipeline;
+use crate::lists::Lists;
+use crate::lists::watch::{self, ReloadCause};
+use crate::routes::ingest::Ingest;
+use crate::routes::store::{self, RouteStore, SledStore};
+use crate::routes::{Clock, RouteEvent, RouteTable};
+
+/// How often expired routes are looked for (expiry is within this of due).
+const EXPIRY_TICK: Duration = Duration::from_millis(250);
+
+/// Runs the daemon until `shutdown` is cancelled.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let tracker = TaskTracker::new();
+    let metrics = Arc::new(Metrics::new());
+
+    let (lists, problems) = Lists::load(&settings.lists)?;
+    for p in &problems {
+        warn!("{p}");
+    }
+    if settings.lists.is_empty() {
+        warn!("no [[list]] configured: no name will become a route");
+    }
+    let lists = Arc::new(ArcSwap::from_pointee(lists));
+
+    let r = &settings.routes;
+    let store_dir = r.store.clone();
+    let cache = r.store_cache;
+    let sled = tokio::task::spawn_blocking(move || SledStore::open(&store_dir, cache)).await??;
+    let store: Arc<dyn RouteStore> = Arc::new(sled);
+    let table = Arc::new(RouteTable::new(Clock::new(), r.min_ttl, r.max_ttl));
+    let ingest = Arc::new(Ingest::new(table.clone()));
+
+    let api_listener = TcpListener::bind(settings.api.listen)
+        .await
+        .with_context(|| format!("cannot listen for the API on {}", settings.api.listen))?;
+    let api_addr = api_listener.local_addr()?;
+    let (reload_tx, reload_rx) = mpsc::channel(1);
+    let api_state = Arc::new(ApiState {
+        metrics: metrics.clone(),
+        ingest: ingest.clone(),
+        lists: lists.clone(),
+        started,
+        ready: false.into(),
+        reload: reload_tx.clone(),
+    });
+    {
+        let shutdown = shutdown.clone();
+        let app = api::router(api_state.clone());
+        tracker.spawn(async move {
+            if let Err(e) = axum::serve(api_listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+                error!(error = %e, "API server failed");
+            }
+        });
+    }
+    info!(listen = %api_addr, "API listening");
+
+    // Store → table. The store writer subscribes first so that what the
+    // reload check drops is deleted from the store too. Refreshes are
+    // persisted at a granularity of a sixteenth of min_ttl: a restart may
+    // lose that much of a route's remaining life, never the route.
+    let granularity = (r.min_ttl / 16).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    let store_sub = table.subscribe(false, Some(granularity));
+    let loader = store.clone();
+    let (stored, bad) = tokio::task::spawn_blocking(move || loader.load()).await??;
+    let stored_count = stored.len();
+    let dropped_expired = table.load(stored);
+    if !dropped_expired.is_empty() {
+        let events: Vec<RouteEvent> = dropped_expired.iter().map(|a| RouteEvent::Removed(*a)).collect();
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || s.write(&events)).await??;
+    }
+    let dropped_unlisted = ingest.revalidate(&lists.load());
+    metrics.removed("expired", dropped_expired.len());
+    metrics.removed("unlisted", dropped_unlisted.len());
+    info!(
+        stored = stored_count,
+        loaded = table.len(),
+        expired = dropped_expired.len(),
+        unlisted = dropped_unlisted.len(),
+        undecodable = bad,
+        store = %r.store.display(),
+        "route store loaded"
+    );
+    tracker.spawn(store::run_writer(store, store_sub, r.flush_interval, metrics.clone(), shutdown.clone()));
+
+    // dnstap listeners.
+    let pipeline = Arc::new(Pipeline::new(lists.clone(), ingest.clone(), metrics.clone(), &settings.dnstap.message_types));
+    let dnstap = Server::new(pipeline, settings.dnstap.max_frame_size, settings.dnstap.max_connections);
+    let mut _socket_file = None;
+    if let Some(path) = &settings.dnstap.socket {
+        let listener = bind_unix(path, settings.dnstap.socket_mode)
+            .with_context(|| format!("cannot listen for dnstap on {}", path.display()))?;
+        _socket_file = Some(SocketFile(path.clone()));
+        info!(socket = %path.display(), "dnstap listening (unix)");
+        let label = format!("unix:{}", path.display());
+        tracker.spawn(dnstap.clone().serve_unix(listener, label, shutdown.clone(), tracker.clone()));
+    }
+    if let Some(addr) = settings.dnstap.tcp {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen for dnstap on {addr}"))?;
+        info!(listen = %listener.local_addr().unwrap_or(addr), "dnstap listening (tcp)");
+        tracker.spawn(dnstap.clone().serve_tcp(listener, shutdown.clone(), tracker.clone()));
+    }
+
+    // Upkeep: expiry, reloads.
+    tracker.spawn(expiry_loop(ingest.clone(), metrics.clone(), shutdown.clone()));
+    let files: Vec<_> = settings.lists.iter().map(|l| l.file.clone()).collect();
+    let _watcher = if files.is_empty() {
+        None
+    } else {
+        match watch::watch(&files, reload_tx.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(error = %e, "cannot watch list files; reload with SIGHUP or POST /api/v1/reload");
+                None
+            }
+        }
+    };
+    tracker.spawn(reload_loop(settings.clone(), lists, ingest, metrics, reload_rx, shutdown.clone()));
+    tracker.spawn(sighup_loop(reload_tx, shutdown.clone()));
+
+    api_state.ready.store(true, Ordering::Release);
+    info!(version = crate::VERSION, elapsed_ms = started.elapsed().as_millis() as u64, "dnsbgpd ready");
+
+    shutdown.cancelled().await;
+    info!("shutting down");
+    tracker.close();
+    tracker.wait().await;
+    drop(_socket_file);
+    info!("stopped");
+    Ok(())
+}
+
+/// The API address a config listens on (for `ctl`).
+pub fn api_address(settings: &Settings) -> SocketAddr {
+    settings.api.listen
+}
+
+async fn expiry_loop(ingest: Arc<Ingest>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(EXPIRY_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let removed = ingest.expire();
+        if !removed.is_empty() {
+            metrics.removed("expired", removed.len());
+            tracing::debug!(routes = removed.len(), "routes expired");
+        }
+    }
+}
+
+async fn sighup_loop(tx: mpsc::Sender<ReloadCause>, shutdown: CancellationToken) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        warn!("cannot install the SIGHUP handler; reload with POST /api/v1/reload");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hup.recv() => { let _ = tx.try_send(ReloadCause::Signal); }
+        }
+    }
+}
+
+async fn reload_loop(
+    settings: Settings,
+    lists: Arc<ArcSwap<Lists>>,
+    ingest: Arc<Ingest>,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::Receiver<ReloadCause>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let cause = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = rx.recv() => match c { Some(c) => c, None => return },
+        };
+        // Editors write in several steps: let the burst settle.
+        if cause == ReloadCause::FileChanged {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            while rx.try_recv().is_ok() {}
+        }
+        let started = Instant::now();
+        let list_settings = settings.lists.clone();
+        let loaded = tokio::task::spawn_blocking(move || Lists::load(&list_settings)).await;
+        match loaded {
+            Ok(Ok((new, problems))) => {
+                for p in &problems {
+                    warn!("{p}");
+                }
+                let entries: usize = new.info().iter().map(|i| i.entries + i.exclusions).sum();
+                let new = Arc::new(new);
+                lists.store(new.clone());
+                let removed = ingest.revalidate(&new);
+                metrics.removed("unlisted", removed.len());
+                metrics.reload(true);
+                info!(
+                    ?cause,
+                    entries,
+                    invalid_lines = problems.len(),
+                    routes_removed = removed.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "lists reloaded"
+                );
+            }
+            Ok(Err(e)) => {
+                metrics.reload(false);
+                error!(?cause, error = %e, "list reload failed; keeping the previous lists");
+            }
+            Err(e) => {
+                metrics.reload(false);
+                error!(?cause, error = %e, "list reload task failed; keeping the previous lists");
+            }
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run_until_signal(settings: Settings) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM received"),
+            _ = int.recv() => info!("SIGINT received"),
+        }
+        token.cancel();
+    });
+    run(settings, shutdown).await
+}

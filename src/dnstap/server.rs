@@ -1,0 +1,379 @@
+//! dnstap listeners: a unix socket and an optional TCP socket, any number
+//! of resolvers at once, the Frame Streams handshake per connection.
+//!
+//! Each connection is a task that reads frames and runs the pipeline
+//! inline: if dnsbgpd falls behind, the kernel socket buffer fills and the
+//! resolver's own dnstap queue takes over (unbound and BIND drop frames
+//! rather than block), so a slow consumer never stalls resolution. A
+//! protocol error closes only its own connection, with a log line naming
+//! the peer and a metric.
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::framestream::{ControlFrame, ControlType, DNSTAP_CONTENT_TYPE, Frame, FrameCodec, control_bytes};
+use super::pipeline::Pipeline;
+use crate::api::metrics::ListenerLabel;
+use crate::names::NameBuf;
+
+/// Settings shared by the listeners.
+#[derive(Clone)]
+pub struct Server {
+    pipeline: Arc<Pipeline>,
+    max_frame: usize,
+    slots: Arc<Semaphore>,
+}
+
+/// Binds the unix socket: a stale socket file is removed, a live one (a
+/// process answers on it) is an error, `mode` is applied.
+pub fn bind_unix(path: &Path, mode: Option<u32>) -> io::Result<UnixListener> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{}: another process is listening on this socket", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    if let Some(mode) = mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(listener)
+}
+
+/// Removes the socket file at exit, if it is still a socket.
+pub struct SocketFile(pub PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if std::fs::symlink_metadata(&self.0).is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+enum Phase {
+    /// Nothing received yet.
+    Initial,
+    /// READY answered with ACCEPT; START expected.
+    Accepted,
+    /// Data flowing; `bidirectional` decides whether STOP gets a FINISH.
+    Started { bidirectional: bool },
+}
+
+impl Server {
+    pub fn new(pipeline: Arc<Pipeline>, max_frame: usize, max_connections: usize) -> Server {
+        Server { pipeline, max_frame, slots: Arc::new(Semaphore::new(max_connections)) }
+    }
+
+    pub async fn serve_unix(self, listener: UnixListener, label: String, shutdown: CancellationToken, tracker: TaskTracker) {
+        let mut n: u64 = 0;
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                a = listener.accept() => a,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    n += 1;
+                    self.spawn(stream, format!("{label}#{n}"), "unix", &shutdown, &tracker);
+                }
+                Err(e) => {
+                    warn!(listener = %label, error = %e, "dnstap accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    pub async fn serve_tcp(self, listener: TcpListener, shutdown: CancellationToken, tracker: TaskTracker) {
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                a = listener.accept() => a,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    self.spawn(stream, format!("tcp:{peer}"), "tcp", &shutdown, &tracker);
+                }
+                Err(e) => {
+                    warn!(error = %e, "dnstap TCP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn spawn<S>(&self, stream: S, peer: String, kind: &str, shutdown: &CancellationToken, tracker: &TaskTracker)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let metrics = self.pipeline.metrics().clone();
+        metrics.connections.get_or_create(&ListenerLabel { listener: kind.into() }).inc();
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            metrics.reject("connection_limit");
+            warn!(peer = %peer, "dnstap connection refused: connection limit reached");
+            return;
+        };
+        let server = self.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            metrics.connections_open.inc();
+            server.connection(stream, &peer, shutdown).await;
+            metrics.connections_open.dec();
+        });
+    }
+
+    /// Runs one Frame Streams connection to its end.
+    pub async fn connection<S>(&self, stream: S, peer: &str, shutdown: CancellationToken)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let metrics = self.pipeline.metrics();
+        let mut framed = Framed::with_capacity(stream, FrameCodec::new(self.max_frame), 64 * 1024);
+        let mut phase = Phase::Initial;
+        let mut name = NameBuf::new();
+        let mut frames: u64 = 0;
+        debug!(peer, "dnstap connection opened");
+        let close_reason = loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => break "shutdown",
+                f = framed.next() => f,
+            };
+            let frame = match next {
+                None => break "closed by peer",
+                Some(Err(e)) => {
+                    metrics.reject(e.reason());
+                    warn!(peer, error = %e, "dnstap stream error; closing this connection");
+                    break "error";
+                }
+                Some(Ok(f)) => f,
+            };
+            match (frame, &phase) {
+                (Frame::Data(data), Phase::Started { .. }) => {
+                    frames += 1;
+                    self.pipeline.handle(data, &mut name);
+                }
+                (Frame::Data(_), _) => {
+                    metrics.reject("data_before_start");
+                    warn!(peer, "dnstap data frame before START; closing this connection");
+                    break "error";
+                }
+                (Frame::Control(c), Phase::Initial) if c.kind == ControlType::Ready => {
+                    if !c.offers(DNSTAP_CONTENT_TYPE) {
+                        metrics.reject("content_type");
+                        warn!(peer, offered = ?content_types(&c), "dnstap READY without the dnstap content type; closing");
+                        break "error";
+                    }
+                    let accept = ControlFrame::with_content_type(ControlType::Accept, DNSTAP_CONTENT_TYPE);
+                    if let Err(e) = write_control(framed.get_mut(), &accept).await {
+                        warn!(peer, error = %e, "dnstap: cannot send ACCEPT");
+                        break "error";
+                    }
+                    phase = Phase::Accepted;
+                }
+                (Frame::Control(c), Phase::Initial | Phase::Accepted) if c.kind == ControlType::Start => {
+                    if !c.content_types.is_empty() && !c.offers(DNSTAP_CONTENT_TYPE) {
+                        metrics.reject("content_type");
+                        warn!(peer, offered = ?content_types(&c), "dnstap START with a wrong content type; closing");
+                        break "error";
+                    }
+                    phase = Phase::Started { bidirectional: matches!(phase, Phase::Accepted) };
+                    debug!(peer, "dnstap stream started");
+                }
+                (Frame::Control(c), Phase::Started { bidirectional }) if c.kind == ControlType::Stop => {
+                    if *bidirectional {
+                        // unbound hangs up right after STOP: a failed FINISH
+                        // is a normal end.
+                        let _ = write_control(framed.get_mut(), &ControlFrame::new(ControlType::Finish)).await;
+                    }
+                    break "stopped";
+                }
+                (Frame::Control(c), _) => {
+                    metrics.reject("protocol");
+                    warn!(peer, control = ?c.kind, "unexpected dnstap control frame; closing this connection");
+                    break "error";
+                }
+            }
+        };
+        if close_reason == "error" {
+            info!(peer, frames, "dnstap connection closed after an error");
+        } else {
+            debug!(peer, frames, reason = close_reason, "dnstap connection closed");
+        }
+    }
+}
+
+fn content_types(c: &ControlFrame) -> Vec<String> {
+    c.content_types.iter().map(|t| String::from_utf8_lossy(t).into_owned()).collect()
+}
+
+async fn write_control<S: AsyncWrite + Unpin>(stream: &mut S, frame: &ControlFrame) -> io::Result<()> {
+    stream.write_all(&control_bytes(frame)).await?;
+    stream.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use arc_swap::ArcSwap;
+    use bytes::{BufMut, BytesMut};
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::api::metrics::Metrics;
+    use crate::dnstap::MessageType;
+    use crate::dnstap::pipeline::tests::frame;
+    use crate::lists::Lists;
+    use crate::routes::ingest::Ingest;
+    use crate::routes::{Clock, RouteTable};
+
+    fn server() -> (Server, Arc<Metrics>, Arc<RouteTable>) {
+        let settings = vec![crate::config::ListSettings {
+            name: Arc::from("vpn"),
+            file: PathBuf::from("vpn.txt"),
+            communities: vec![],
+            large_communities: vec![],
+        }];
+        let lists = Lists::compile(&settings, &["cdn.test\n".to_string()]).0;
+        let table = Arc::new(RouteTable::new(Clock::new(), Duration::from_secs(60), Duration::from_secs(3600)));
+        let metrics = Arc::new(Metrics::new());
+        let p = Pipeline::new(
+            Arc::new(ArcSwap::from_pointee(lists)),
+            Arc::new(Ingest::new(table.clone())),
+            metrics.clone(),
+            &[MessageType::ClientResponse],
+        );
+        (Server::new(Arc::new(p), 65536, 8), metrics, table)
+    }
+
+    fn data(b: &[u8]) -> Vec<u8> {
+        let mut v = (b.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(b);
+        v
+    }
+
+    async fn run(input: Vec<u8>) -> (Vec<u8>, Arc<Metrics>, Arc<RouteTable>) {
+        let (srv, metrics, table) = server();
+        let (mut client, conn) = tokio::io::duplex(1 << 20);
+        let task = tokio::spawn(async move { srv.connection(conn, "test", CancellationToken::new()).await });
+        client.write_all(&input).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        task.await.unwrap();
+        (out, metrics, table)
+    }
+
+    fn dns_frame() -> Vec<u8> {
+        data(&frame(MessageType::ClientResponse, crate::dnstap::dnswire::tests::sample()))
+    }
+
+    #[tokio::test]
+    async fn bidirectional_handshake() {
+        let ct = DNSTAP_CONTENT_TYPE;
+        let mut input = control_bytes(&ControlFrame::with_content_type(ControlType::Ready, ct)).to_vec();
+        input.extend(control_bytes(&ControlFrame::with_content_type(ControlType::Start, ct)));
+        input.extend(dns_frame());
+        input.extend(control_bytes(&ControlFrame::new(ControlType::Stop)));
+        let (out, _, table) = run(input).await;
+        let mut expected = control_bytes(&ControlFrame::with_content_type(ControlType::Accept, ct)).to_vec();
+        expected.extend(control_bytes(&ControlFrame::new(ControlType::Finish)));
+        assert_eq!(out, expected);
+        assert_eq!(table.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn unidirectional_stream() {
+        let mut input = control_bytes(&ControlFrame::with_content_type(ControlType::Start, DNSTAP_CONTENT_TYPE)).to_vec();
+        input.extend(dns_frame());
+        input.extend(control_bytes(&ControlFrame::new(ControlType::Stop)));
+        let (out, _, table) = run(input).await;
+        assert!(out.is_empty(), "no FINISH on a unidirectional stream");
+        assert_eq!(table.len(), 1);
+    }
+
+    async fn rejected(input: Vec<u8>, reason: &str) {
+        let (_, metrics, table) = run(input).await;
+        let text = metrics.encode();
+        let line = format!("dnsbgpd_dnstap_frames_rejected_total{{reason=\"{reason}\"}} 1");
+        assert!(text.contains(&line), "{line} missing:\n{text}");
+        assert!(table.is_empty());
+    }
+
+    #[tokio::test]
+    async fn wrong_content_type() {
+        rejected(control_bytes(&ControlFrame::with_content_type(ControlType::Ready, b"protobuf:other")).to_vec(), "content_type").await;
+        rejected(control_bytes(&ControlFrame::with_content_type(ControlType::Start, b"text/plain")).to_vec(), "content_type").await;
+    }
+
+    #[tokio::test]
+    async fn data_before_start() {
+        rejected(dns_frame(), "data_before_start").await;
+    }
+
+    #[tokio::test]
+    async fn oversized_truncated_garbage() {
+        let mut big = BytesMut::new();
+        big.put_u32(10 * 1024 * 1024);
+        rejected(big.to_vec(), "too_large").await;
+        let mut input = control_bytes(&ControlFrame::with_content_type(ControlType::Start, DNSTAP_CONTENT_TYPE)).to_vec();
+        let f = dns_frame();
+        input.extend(&f[..f.len() - 3]);
+        rejected(input, "truncated").await;
+        rejected(b"\x00\x00\x00\x00\x00\x00\x00\x04\xde\xad\xbe\xef".to_vec(), "garbage").await;
+    }
+
+    #[tokio::test]
+    async fn finish_before_start_is_a_protocol_error() {
+        rejected(control_bytes(&ControlFrame::new(ControlType::Finish)).to_vec(), "protocol").await;
+    }
+
+    #[test]
+    fn unix_socket_stale_and_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/d.sock");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let l = bind_unix(&path, Some(0o660)).unwrap();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode, 0o660);
+            // A live socket is not taken over.
+            let err = bind_unix(&path, None).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+            drop(l);
+            // The file left behind is stale now and gets replaced.
+            assert!(path.exists());
+            let _l = bind_unix(&path, None).unwrap();
+            drop(SocketFile(path.clone()));
+            assert!(!path.exists());
+        });
+        std::fs::write(dir.path().join("plain"), b"x").unwrap();
+        assert_eq!(bind_unix(&dir.path().join("plain"), None).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+    }
+}

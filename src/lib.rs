@@ -1,0 +1,17 @@
+//! dnsbgpd: routes from the names a DNS resolver answers.
+//!
+//! The resolver's dnstap stream ([`dnstap`]) is matched against domain
+//! lists ([`lists`]); the addresses of listed names become routes in a
+//! table with TTLs and an on-disk store ([`routes`]); the HTTP API
+//! ([`api`]) shows them. [`daemon`] wires the parts; `main.rs` is the CLI.
+
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod dnstap;
+pub mod lists;
+pub mod names;
+pub mod routes;
+
+/// The version shown by `--version` and the API.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

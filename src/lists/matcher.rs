@@ -1,0 +1,274 @@
+//! The suffix matcher: which lists claim a name.
+//!
+//! Equivalent to a suffix trie keyed by labels, laid out for speed and
+//! memory: every listed domain is stored once in a byte arena, and a hash
+//! map goes from the hash of a label-wise suffix (computed right to left,
+//! one label at a time) to the entries of that domain. A lookup hashes the
+//! name's suffixes in one pass and probes one map slot per label, so its
+//! cost depends on the number of labels, never on the size of the lists.
+//! A probe hit is confirmed by comparing bytes, so hash collisions cannot
+//! produce false matches.
+//!
+//! Semantics per list: the most specific entry wins, so `!sub.example.com`
+//! carves a subtree out of `example.com`, and `example.com` under an
+//! excluded `!com` is listed again. Lists are independent of each other.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::names::{MAX_LABELS, NameBuf};
+
+/// A bit per list (at most 64 lists, see `config::MAX_LISTS`).
+pub type ListMask = u64;
+
+const NONE: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    next: u32,
+    text_start: u32,
+    text_len: u16,
+    list: u8,
+    exclude: bool,
+}
+
+/// The keys are already well-mixed hashes; hashing them again is waste.
+#[derive(Default)]
+pub(crate) struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type IndexMap = HashMap<u64, u32, BuildHasherDefault<PassThrough>>;
+
+/// Hash of one more label to the left of a suffix whose hash is `h`.
+#[inline]
+fn extend(h: u64, label: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = (h ^ label.len() as u64).wrapping_mul(K);
+    let mut chunks = label.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        h = (h.rotate_left(23) ^ w).wrapping_mul(K);
+    }
+    let mut tail = 0u64;
+    for (i, b) in chunks.remainder().iter().enumerate() {
+        tail |= u64::from(*b) << (8 * i);
+    }
+    h = (h.rotate_left(23) ^ tail).wrapping_mul(K);
+    // Finalizer (murmur3 fmix64): the map uses both high and low bits.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h
+}
+
+/// Hashes of every suffix of `name`: `out[i]` is the hash of the suffix
+/// starting at label `i`.
+#[inline]
+fn suffix_hashes(name: &NameBuf, out: &mut [u64; MAX_LABELS]) -> usize {
+    let n = name.label_count();
+    let mut h = 0u64;
+    for i in (0..n).rev() {
+        h = extend(h, name.label(i));
+        out[i] = h;
+    }
+    n
+}
+
+/// An immutable set of listed domains for up to 64 lists.
+#[derive(Default)]
+pub struct DomainMatcher {
+    index: IndexMap,
+    entries: Vec<Entry>,
+    arena: Vec<u8>,
+}
+
+impl std::fmt::Debug for DomainMatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DomainMatcher").field("entries", &self.entries.len()).finish()
+    }
+}
+
+/// What `insert` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    New,
+    /// The same domain with the same sense was already in that list.
+    Duplicate,
+    /// The same domain with the opposite sense is already in that list;
+    /// the first one stays.
+    Conflict,
+}
+
+impl DomainMatcher {
+    pub fn with_capacity(domains: usize) -> DomainMatcher {
+        DomainMatcher {
+            index: IndexMap::with_capacity_and_hasher(domains, Default::default()),
+            entries: Vec::with_capacity(domains),
+            arena: Vec::with_capacity(domains * 16),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn text(&self, e: &Entry) -> &[u8] {
+        &self.arena[e.text_start as usize..e.text_start as usize + e.text_len as usize]
+    }
+
+    /// Adds `name` (the whole name and its subtree) to list `list` (< 64).
+    pub fn insert(&mut self, name: &NameBuf, list: u8, exclude: bool) -> Inserted {
+        debug_assert!(list < 64);
+        let mut hashes = [0u64; MAX_LABELS];
+        if suffix_hashes(name, &mut hashes) == 0 {
+            return Inserted::Duplicate;
+        }
+        let key = hashes[0];
+        let head = self.index.get(&key).copied().unwrap_or(NONE);
+        let mut at = head;
+        while at != NONE {
+            let e = self.entries[at as usize];
+            if e.list == list && self.text(&e) == name.as_bytes() {
+                return if e.exclude == exclude { Inserted::Duplicate } else { Inserted::Conflict };
+            }
+            at = e.next;
+        }
+        let text_start = self.arena.len() as u32;
+        self.arena.extend_from_slice(name.as_bytes());
+        self.entries.push(Entry {
+            next: head,
+            text_start,
+            text_len: name.as_bytes().len() as u16,
+            list,
+            exclude,
+        });
+        self.index.insert(key, (self.entries.len() - 1) as u32);
+        Inserted::New
+    }
+
+    /// The lists that claim `name`.
+    #[inline]
+    pub fn lookup(&self, name: &NameBuf) -> ListMask {
+        if self.entries.is_empty() {
+            return 0;
+        }
+        let mut hashes = [0u64; MAX_LABELS];
+        let n = suffix_hashes(name, &mut hashes);
+        let mut decided: ListMask = 0;
+        let mut included: ListMask = 0;
+        for (i, key) in hashes[..n].iter().enumerate() {
+            let Some(&head) = self.index.get(key) else {
+                continue;
+            };
+            let suffix = name.suffix(i);
+            let mut at = head;
+            while at != NONE {
+                let e = self.entries[at as usize];
+                let bit = 1u64 << e.list;
+                if decided & bit == 0 && self.text(&e) == suffix {
+                    decided |= bit;
+                    if !e.exclude {
+                        included |= bit;
+                    }
+                }
+                at = e.next;
+            }
+        }
+        included
+    }
+
+    /// Approximate heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        self.index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
+            + self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.arena.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> NameBuf {
+        NameBuf::from_text(s).unwrap()
+    }
+
+    fn matcher(lines: &[(&str, u8, bool)]) -> DomainMatcher {
+        let mut m = DomainMatcher::default();
+        for (d, l, x) in lines {
+            m.insert(&n(d), *l, *x);
+        }
+        m
+    }
+
+    #[test]
+    fn label_aware_suffix_matching() {
+        let m = matcher(&[("face.com", 0, false), ("example.com", 1, false)]);
+        assert_eq!(m.lookup(&n("face.com")), 1);
+        assert_eq!(m.lookup(&n("www.face.com")), 1);
+        assert_eq!(m.lookup(&n("a.b.c.face.com")), 1);
+        assert_eq!(m.lookup(&n("facebook.com")), 0);
+        assert_eq!(m.lookup(&n("www.facebook.com")), 0);
+        assert_eq!(m.lookup(&n("notface.com")), 0);
+        assert_eq!(m.lookup(&n("com")), 0);
+        assert_eq!(m.lookup(&n("WWW.Example.COM")), 2);
+        assert_eq!(m.lookup(&n(".")), 0);
+    }
+
+    #[test]
+    fn most_specific_entry_wins_per_list() {
+        let m = matcher(&[
+            ("example.com", 0, false),
+            ("sub.example.com", 0, true),
+            ("keep.sub.example.com", 0, false),
+            ("example.com", 1, false),
+        ]);
+        assert_eq!(m.lookup(&n("www.example.com")), 0b11);
+        assert_eq!(m.lookup(&n("sub.example.com")), 0b10);
+        assert_eq!(m.lookup(&n("x.sub.example.com")), 0b10);
+        assert_eq!(m.lookup(&n("keep.sub.example.com")), 0b11);
+        assert_eq!(m.lookup(&n("a.keep.sub.example.com")), 0b11);
+    }
+
+    #[test]
+    fn duplicates_and_conflicts() {
+        let mut m = DomainMatcher::default();
+        assert_eq!(m.insert(&n("a.com"), 0, false), Inserted::New);
+        assert_eq!(m.insert(&n("A.com."), 0, false), Inserted::Duplicate);
+        assert_eq!(m.insert(&n("a.com"), 0, true), Inserted::Conflict);
+        assert_eq!(m.insert(&n("a.com"), 1, true), Inserted::New);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.lookup(&n("x.a.com")), 1);
+    }
+
+    #[test]
+    fn many_domains() {
+        let mut m = DomainMatcher::with_capacity(10_000);
+        for i in 0..10_000 {
+            m.insert(&n(&format!("d{i}.example{}.test", i % 7)), (i % 3) as u8, false);
+        }
+        for i in 0..10_000 {
+            let name = n(&format!("www.d{i}.example{}.test", i % 7));
+            assert_eq!(m.lookup(&name), 1 << (i % 3), "{name}");
+            let other = n(&format!("www.d{i}.example{}.test", (i + 1) % 7));
+            assert_eq!(m.lookup(&other), 0, "{other}");
+        }
+    }
+}
