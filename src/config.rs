@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer};
 use serde::Deserialize;
+use serde::de::{self, Deserializer};
 use toml::Spanned;
 
 use crate::dnstap::MessageType;
@@ -53,11 +53,7 @@ impl fmt::Display for Problem {
 pub struct ConfigError(pub Vec<Problem>);
 
 fn display_problems(problems: &[Problem]) -> String {
-    problems
-        .iter()
-        .map(Problem::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
+    problems.iter().map(Problem::to_string).collect::<Vec<_>>().join("\n")
 }
 
 /// A duration written as `"90s"`, `"1h30m"`, `"250ms"` or `"2d"`.
@@ -119,9 +115,9 @@ impl<'de> Deserialize<'de> for FileMode {
         let digits = text.strip_prefix("0o").unwrap_or(&text);
         match u32::from_str_radix(digits, 8) {
             Ok(mode) if mode <= 0o7777 && !digits.is_empty() => Ok(FileMode(mode)),
-            _ => Err(de::Error::custom(format!(
-                "invalid file mode {text:?}: expected an octal string such as \"0660\""
-            ))),
+            _ => {
+                Err(de::Error::custom(format!("invalid file mode {text:?}: expected an octal string such as \"0660\"")))
+            }
         }
     }
 }
@@ -152,9 +148,7 @@ impl<'de> Deserialize<'de> for ByteSize {
             n.checked_mul(mul)
         };
         match Raw::deserialize(d)? {
-            Raw::Int(n) => usize::try_from(n)
-                .map(ByteSize)
-                .map_err(|_| de::Error::custom("size too large")),
+            Raw::Int(n) => usize::try_from(n).map(ByteSize).map_err(|_| de::Error::custom("size too large")),
             Raw::Text(t) => parse(&t).map(ByteSize).ok_or_else(|| {
                 de::Error::custom(format!(
                     "invalid size {t:?}: expected bytes as an integer or e.g. \"64KiB\", \"1MiB\""
@@ -283,19 +277,10 @@ impl Settings {
 
     /// Parses configuration text. `file` names it in problems, `base` is the
     /// directory relative paths are resolved against.
-    pub fn parse(
-        text: &str,
-        file: &Path,
-        base: &Path,
-        source: Option<PathBuf>,
-    ) -> Result<Settings, ConfigError> {
+    pub fn parse(text: &str, file: &Path, base: &Path, source: Option<PathBuf>) -> Result<Settings, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-            ConfigError(vec![Problem {
-                file: file.to_path_buf(),
-                line,
-                message: e.message().trim().to_string(),
-            }])
+            ConfigError(vec![Problem { file: file.to_path_buf(), line, message: e.message().trim().to_string() }])
         })?;
         validate(raw, text, file, base, source)
     }
@@ -307,11 +292,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 fn resolve(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() || base.as_os_str().is_empty() {
-        path.to_path_buf()
-    } else {
-        base.join(path)
-    }
+    if path.is_absolute() || base.as_os_str().is_empty() { path.to_path_buf() } else { base.join(path) }
 }
 
 fn validate(
@@ -323,11 +304,7 @@ fn validate(
 ) -> Result<Settings, ConfigError> {
     let mut problems = Vec::new();
     let mut problem = |span: std::ops::Range<usize>, message: String| {
-        problems.push(Problem {
-            file: file.to_path_buf(),
-            line: line_of(text, span.start),
-            message,
-        })
+        problems.push(Problem { file: file.to_path_buf(), line: line_of(text, span.start), message })
     };
 
     // [dnstap]
@@ -404,19 +381,12 @@ fn validate(
 
     // [[list]]
     if raw.lists.len() > MAX_LISTS {
-        problem(
-            raw.lists[MAX_LISTS].name.span(),
-            format!("at most {MAX_LISTS} lists are supported"),
-        );
+        problem(raw.lists[MAX_LISTS].name.span(), format!("at most {MAX_LISTS} lists are supported"));
     }
     let mut lists: Vec<ListSettings> = Vec::new();
     for l in raw.lists {
         let name = l.name.get_ref();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
             problem(
                 l.name.span(),
                 format!("list name {name:?} must be non-empty and use only letters, digits, '-', '_' and '.'"),
@@ -457,10 +427,7 @@ fn validate(
     }
 
     let api = ApiSettings {
-        listen: raw
-            .api
-            .and_then(|a| a.listen)
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9153))),
+        listen: raw.api.and_then(|a| a.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9153))),
     };
 
     if !problems.is_empty() {
@@ -495,11 +462,7 @@ fn parse_community(text: &str) -> Option<(u16, u16)> {
 
 fn parse_large_community(text: &str) -> Option<(u32, u32, u32)> {
     let mut parts = text.split(':');
-    let v = (
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-    );
+    let v = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
     parts.next().is_none().then_some(v)
 }
 

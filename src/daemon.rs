@@ -21,8 +21,8 @@ use tracing::{error, info, warn};
 use crate::api::metrics::Metrics;
 use crate::api::{self, ApiState};
 use crate::config::Settings;
-use crate::dnstap::server::{Server, SocketFile, bind_unix};
 use crate::dnstap::Pipeline;
+use crate::dnstap::server::{Server, SocketFile, bind_unix};
 use crate::lists::Lists;
 use crate::lists::watch::{self, ReloadCause};
 use crate::routes::ingest::Ingest;
@@ -109,7 +109,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     tracker.spawn(store::run_writer(store, store_sub, r.flush_interval, metrics.clone(), shutdown.clone()));
 
     // dnstap listeners.
-    let pipeline = Arc::new(Pipeline::new(lists.clone(), ingest.clone(), metrics.clone(), &settings.dnstap.message_types));
+    let pipeline =
+        Arc::new(Pipeline::new(lists.clone(), ingest.clone(), metrics.clone(), &settings.dnstap.message_types));
     let dnstap = Server::new(pipeline, settings.dnstap.max_frame_size, settings.dnstap.max_connections);
     let mut _socket_file = None;
     if let Some(path) = &settings.dnstap.socket {

@@ -133,7 +133,11 @@ fn check(path: &std::path::Path) -> ExitCode {
                 domains += lists.info().iter().map(|i| i.entries + i.exclusions).sum::<usize>();
                 problems.extend(p);
             }
-            Err(e) => problems.push(Problem { file: e.file.clone(), line: 0, message: format!("cannot read list {:?}: {}", e.name, e.source) }),
+            Err(e) => problems.push(Problem {
+                file: e.file.clone(),
+                line: 0,
+                message: format!("cannot read list {:?}: {}", e.name, e.source),
+            }),
         }
     }
     for p in &problems {
@@ -158,7 +162,8 @@ fn http(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, Str
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
     Ok((code, body))
 }
 

@@ -106,7 +106,11 @@ impl Metrics {
         let connections_open = Gauge::default();
         registry.register("dnstap_connections_open", "dnstap connections open now", connections_open.clone());
         let dns_parse_errors = Counter::default();
-        registry.register("dns_parse_errors", "DNS messages in dnstap frames that could not be parsed", dns_parse_errors.clone());
+        registry.register(
+            "dns_parse_errors",
+            "DNS messages in dnstap frames that could not be parsed",
+            dns_parse_errors.clone(),
+        );
         let matches = Family::default();
         registry.register("matches", "responses with a name claimed by a list, by list", matches.clone());
         let routes = Family::default();

@@ -199,9 +199,5 @@ async fn metrics_text(State(st): State<Arc<ApiState>>) -> Response {
         m.list_entries.get_or_create(&label).set((i.entries + i.exclusions) as i64);
         m.list_invalid_lines.get_or_create(&label).set(i.invalid_lines as i64);
     }
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        m.encode(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode()).into_response()
 }

@@ -261,11 +261,14 @@ mod tests {
     // READY offering "protobuf:dnstap.Dnstap" (22 bytes):
     //   escape 00000000, length 00000022 (34 = 4 type + 4 field type + 4 field length + 22),
     //   type READY 00000004, field CONTENT_TYPE 00000001, len 00000016, text.
-    const READY: &[u8] = b"\x00\x00\x00\x00\x00\x00\x00\x22\x00\x00\x00\x04\x00\x00\x00\x01\x00\x00\x00\x16protobuf:dnstap.Dnstap";
+    const READY: &[u8] =
+        b"\x00\x00\x00\x00\x00\x00\x00\x22\x00\x00\x00\x04\x00\x00\x00\x01\x00\x00\x00\x16protobuf:dnstap.Dnstap";
     // ACCEPT with the same content type: as READY with type 00000001.
-    const ACCEPT: &[u8] = b"\x00\x00\x00\x00\x00\x00\x00\x22\x00\x00\x00\x01\x00\x00\x00\x01\x00\x00\x00\x16protobuf:dnstap.Dnstap";
+    const ACCEPT: &[u8] =
+        b"\x00\x00\x00\x00\x00\x00\x00\x22\x00\x00\x00\x01\x00\x00\x00\x01\x00\x00\x00\x16protobuf:dnstap.Dnstap";
     // START with the same content type: type 00000002.
-    const START: &[u8] = b"\x00\x00\x00\x00\x00\x00\x00\x22\x00\x00\x00\x02\x00\x00\x00\x01\x00\x00\x00\x16protobuf:dnstap.Dnstap";
+    const START: &[u8] =
+        b"\x00\x00\x00\x00\x00\x00\x00\x22\x00\x00\x00\x02\x00\x00\x00\x01\x00\x00\x00\x16protobuf:dnstap.Dnstap";
     // STOP: escape, length 4, type 00000003, no fields.
     const STOP: &[u8] = b"\x00\x00\x00\x00\x00\x00\x00\x04\x00\x00\x00\x03";
     // FINISH: escape, length 4, type 00000005.

@@ -87,11 +87,8 @@ impl Observation {
         received: UnixMillis,
     ) -> Result<Observation, DecodeError> {
         let msg = DnsMessage::from_vec(dns)?;
-        let (qname, qtype) = msg
-            .queries
-            .first()
-            .map(|q| (name_text(&q.name), u16::from(q.query_type)))
-            .unwrap_or_default();
+        let (qname, qtype) =
+            msg.queries.first().map(|q| (name_text(&q.name), u16::from(q.query_type))).unwrap_or_default();
         let mut answers = Vec::with_capacity(msg.answers.len());
         for r in &msg.answers {
             let data = match &r.data {

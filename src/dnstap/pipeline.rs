@@ -44,7 +44,12 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(lists: Arc<ArcSwap<Lists>>, ingest: Arc<Ingest>, metrics: Arc<Metrics>, types: &[MessageType]) -> Pipeline {
+    pub fn new(
+        lists: Arc<ArcSwap<Lists>>,
+        ingest: Arc<Ingest>,
+        metrics: Arc<Metrics>,
+        types: &[MessageType],
+    ) -> Pipeline {
         let types = types.iter().fold(0u32, |m, t| m | 1 << (*t as u32));
         Pipeline { lists, ingest, metrics, types }
     }

@@ -88,7 +88,13 @@ impl Server {
         Server { pipeline, max_frame, slots: Arc::new(Semaphore::new(max_connections)) }
     }
 
-    pub async fn serve_unix(self, listener: UnixListener, label: String, shutdown: CancellationToken, tracker: TaskTracker) {
+    pub async fn serve_unix(
+        self,
+        listener: UnixListener,
+        label: String,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) {
         let mut n: u64 = 0;
         loop {
             let accepted = tokio::select! {
@@ -310,7 +316,8 @@ mod tests {
 
     #[tokio::test]
     async fn unidirectional_stream() {
-        let mut input = control_bytes(&ControlFrame::with_content_type(ControlType::Start, DNSTAP_CONTENT_TYPE)).to_vec();
+        let mut input =
+            control_bytes(&ControlFrame::with_content_type(ControlType::Start, DNSTAP_CONTENT_TYPE)).to_vec();
         input.extend(dns_frame());
         input.extend(control_bytes(&ControlFrame::new(ControlType::Stop)));
         let (out, _, table) = run(input).await;
@@ -328,8 +335,16 @@ mod tests {
 
     #[tokio::test]
     async fn wrong_content_type() {
-        rejected(control_bytes(&ControlFrame::with_content_type(ControlType::Ready, b"protobuf:other")).to_vec(), "content_type").await;
-        rejected(control_bytes(&ControlFrame::with_content_type(ControlType::Start, b"text/plain")).to_vec(), "content_type").await;
+        rejected(
+            control_bytes(&ControlFrame::with_content_type(ControlType::Ready, b"protobuf:other")).to_vec(),
+            "content_type",
+        )
+        .await;
+        rejected(
+            control_bytes(&ControlFrame::with_content_type(ControlType::Start, b"text/plain")).to_vec(),
+            "content_type",
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -342,7 +357,8 @@ mod tests {
         let mut big = BytesMut::new();
         big.put_u32(10 * 1024 * 1024);
         rejected(big.to_vec(), "too_large").await;
-        let mut input = control_bytes(&ControlFrame::with_content_type(ControlType::Start, DNSTAP_CONTENT_TYPE)).to_vec();
+        let mut input =
+            control_bytes(&ControlFrame::with_content_type(ControlType::Start, DNSTAP_CONTENT_TYPE)).to_vec();
         let f = dns_frame();
         input.extend(&f[..f.len() - 3]);
         rejected(input, "truncated").await;

@@ -152,13 +152,7 @@ impl DomainMatcher {
         }
         let text_start = self.arena.len() as u32;
         self.arena.extend_from_slice(name.as_bytes());
-        self.entries.push(Entry {
-            next: head,
-            text_start,
-            text_len: name.as_bytes().len() as u16,
-            list,
-            exclude,
-        });
+        self.entries.push(Entry { next: head, text_start, text_len: name.as_bytes().len() as u16, list, exclude });
         self.index.insert(key, (self.entries.len() - 1) as u32);
         Inserted::New
     }

@@ -69,12 +69,7 @@ impl Lists {
         let mut name = NameBuf::new();
         for (index, (s, text)) in settings.iter().zip(texts).enumerate() {
             let (lines, errors) = parse::parse_list(text);
-            let mut li = ListInfo {
-                settings: s.clone(),
-                entries: 0,
-                exclusions: 0,
-                invalid_lines: errors.len(),
-            };
+            let mut li = ListInfo { settings: s.clone(), entries: 0, exclusions: 0, invalid_lines: errors.len() };
             for e in errors {
                 problems.push(Problem { file: s.file.clone(), line: e.line, message: e.message });
             }
@@ -97,10 +92,7 @@ impl Lists {
                         problems.push(Problem {
                             file: s.file.clone(),
                             line: line.line,
-                            message: format!(
-                                "{:?} is both listed and excluded; the earlier line wins",
-                                line.domain
-                            ),
+                            message: format!("{:?} is both listed and excluded; the earlier line wins", line.domain),
                         });
                     }
                 }

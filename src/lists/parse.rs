@@ -74,9 +74,8 @@ pub fn validate_domain(domain: &str) -> Result<(), String> {
         if label.len() > 63 {
             return Err(format!("{domain:?} has a label longer than 63 characters"));
         }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
+        if let Some(c) =
+            label.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
         {
             return Err(format!("{domain:?} contains the character {c:?}"));
         }

@@ -44,9 +44,8 @@ pub fn watch(files: &[PathBuf], tx: mpsc::Sender<ReloadCause>) -> notify::Result
         }
         let relevant = event.paths.iter().any(|p| {
             let dir = p.parent().unwrap_or(Path::new("."));
-            p.file_name().is_some_and(|n| {
-                names.iter().any(|(d, set)| set.contains(n) && (d == dir || same_dir(d, dir)))
-            })
+            p.file_name()
+                .is_some_and(|n| names.iter().any(|(d, set)| set.contains(n) && (d == dir || same_dir(d, dir))))
         });
         if relevant {
             debug!(paths = ?event.paths, kind = ?event.kind, "list file changed");

@@ -65,9 +65,7 @@ impl CnameMemory {
             return Vec::new();
         }
         let Ok(map) = self.map.read() else { return Vec::new() };
-        map.get(target.as_bytes())
-            .map(|v| v.iter().filter(|l| l.expires > now).cloned().collect())
-            .unwrap_or_default()
+        map.get(target.as_bytes()).map(|v| v.iter().filter(|l| l.expires > now).cloned().collect()).unwrap_or_default()
     }
 
     /// Remembers that `target` stands for `link.domain` in `link.list`.
@@ -94,9 +92,7 @@ impl CnameMemory {
 
     /// After a reload: forgets links whose name the list no longer claims.
     pub fn revalidate(&self, lists: &Lists) {
-        self.retain(|l| {
-            lists.index_of(&l.list).is_some_and(|i| lists.lookup_text(&l.domain) & (1 << i) != 0)
-        });
+        self.retain(|l| lists.index_of(&l.list).is_some_and(|i| lists.lookup_text(&l.domain) & (1 << i) != 0));
     }
 
     fn retain(&self, mut keep: impl FnMut(&Link) -> bool) {

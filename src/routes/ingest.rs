@@ -101,10 +101,7 @@ impl Ingest {
             if !current.is_empty() {
                 let expires = now + (u64::from(ttl) * 1000).min(self.table.expiry_limit() - now);
                 for (domain, list) in &current {
-                    self.cnames.remember(
-                        target,
-                        Link { domain: domain.clone(), list: list.clone(), expires },
-                    );
+                    self.cnames.remember(target, Link { domain: domain.clone(), list: list.clone(), expires });
                 }
             }
             name = target;
@@ -188,7 +185,11 @@ mod tests {
     }
 
     fn ingest() -> Ingest {
-        Ingest::new(Arc::new(RouteTable::new(Clock::starting_at(0), Duration::from_secs(60), Duration::from_secs(3600))))
+        Ingest::new(Arc::new(RouteTable::new(
+            Clock::starting_at(0),
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+        )))
     }
 
     fn obs(qname: &str, answers: &[(&str, &str)]) -> Observation {
@@ -228,7 +229,11 @@ mod tests {
         let i = ingest();
         let o = obs(
             "alias.other.test",
-            &[("alias.other.test", "www.listed.test"), ("www.listed.test", "edge.cdn.test"), ("edge.cdn.test", "198.51.100.1")],
+            &[
+                ("alias.other.test", "www.listed.test"),
+                ("www.listed.test", "edge.cdn.test"),
+                ("edge.cdn.test", "198.51.100.1"),
+            ],
         );
         let r = i.observe(&l, &o);
         assert_eq!(r.added, 1);
@@ -267,7 +272,10 @@ mod tests {
     async fn each_list_attributes_its_first_claim() {
         let l = lists(&[("a", "other.test\n"), ("b", "listed.test\n")]);
         let i = ingest();
-        i.observe(&l, &obs("alias.other.test", &[("alias.other.test", "www.listed.test"), ("www.listed.test", "198.51.100.10")]));
+        i.observe(
+            &l,
+            &obs("alias.other.test", &[("alias.other.test", "www.listed.test"), ("www.listed.test", "198.51.100.10")]),
+        );
         let mut d = domains(&i, "198.51.100.10");
         d.sort();
         assert_eq!(d, vec![("alias.other.test".into(), "a".into()), ("www.listed.test".into(), "b".into())]);

@@ -8,8 +8,8 @@
 //!
 //! [`Observation`]: crate::dnstap::Observation
 
-pub mod cname;
 pub mod clock;
+pub mod cname;
 pub mod ingest;
 pub mod store;
 pub mod table;

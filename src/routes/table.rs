@@ -119,12 +119,7 @@ pub struct RouteTable {
 
 impl RouteTable {
     pub fn new(clock: Clock, min_ttl: Duration, max_ttl: Duration) -> RouteTable {
-        RouteTable {
-            state: Mutex::new(State::default()),
-            clock,
-            min_ttl: millis(min_ttl),
-            max_ttl: millis(max_ttl),
-        }
+        RouteTable { state: Mutex::new(State::default()), clock, min_ttl: millis(min_ttl), max_ttl: millis(max_ttl) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -149,7 +144,14 @@ impl RouteTable {
     }
 
     /// Adds or refreshes the attribution of `addr` to `domain` in `list`.
-    pub fn upsert(&self, addr: IpAddr, domain: &Arc<str>, list: &Arc<str>, expires: UnixMillis, source: Source) -> Update {
+    pub fn upsert(
+        &self,
+        addr: IpAddr,
+        domain: &Arc<str>,
+        list: &Arc<str>,
+        expires: UnixMillis,
+        source: Source,
+    ) -> Update {
         let addr = canonical(addr);
         let mut st = self.lock();
         let st = &mut *st;
@@ -279,11 +281,8 @@ impl RouteTable {
         let st = &mut *st;
         let mut changed = Vec::new();
         for (addr, entry) in st.routes.iter_mut() {
-            let keep = |a: &Attribution| {
-                lists
-                    .index_of(&a.list)
-                    .is_some_and(|i| lists.lookup_text(&a.domain) & (1 << i) != 0)
-            };
+            let keep =
+                |a: &Attribution| lists.index_of(&a.list).is_some_and(|i| lists.lookup_text(&a.domain) & (1 << i) != 0);
             if entry.attributions.iter().all(keep) {
                 continue;
             }
@@ -329,10 +328,7 @@ impl RouteTable {
     pub fn snapshot(&self) -> Vec<Route> {
         let mut v: Vec<Route> = {
             let st = self.lock();
-            st.routes
-                .iter()
-                .map(|(addr, e)| Route { addr: *addr, attributions: e.attributions.clone() })
-                .collect()
+            st.routes.iter().map(|(addr, e)| Route { addr: *addr, attributions: e.attributions.clone() }).collect()
         };
         v.sort_by_key(|r| r.addr);
         v

@@ -97,8 +97,7 @@ impl Dnsbgpd {
         let dir = dir.join("dnsbgpd");
         std::fs::create_dir_all(dir.join("lists"))?;
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-        let tcp: Option<SocketAddr> =
-            if opts.tcp { Some(format!("127.0.0.1:{}", free_port()).parse()?) } else { None };
+        let tcp: Option<SocketAddr> = if opts.tcp { Some(format!("127.0.0.1:{}", free_port()).parse()?) } else { None };
         let socket = dir.join("dnstap.sock");
         let store = dir.join("store");
         let mut conf = format!(
@@ -196,9 +195,8 @@ impl Dnsbgpd {
 
     /// Waits until `prefix` is a route and returns it.
     pub fn wait_route(&self, prefix: &str, timeout: Duration) -> Result<Value> {
-        wait_for(timeout, &format!("route {prefix}"), || self.route(prefix)).with_context(|| {
-            format!("routes now: {:?}\nlog tail:\n{}", self.routes().ok(), tail(&self.log(), 30))
-        })
+        wait_for(timeout, &format!("route {prefix}"), || self.route(prefix))
+            .with_context(|| format!("routes now: {:?}\nlog tail:\n{}", self.routes().ok(), tail(&self.log(), 30)))
     }
 
     /// Waits until `prefix` is no longer a route.

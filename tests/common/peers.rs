@@ -136,13 +136,7 @@ pub const READINESS_NAME: &str = PLAIN_OTHER;
 
 /// Binaries each peer needs; pass to [`require`].
 pub const NSD_BINS: &[&str] = &["nsd", "nsd-checkconf", "dig"];
-pub const UNBOUND_BINS: &[&str] = &[
-    "unbound",
-    "unbound-checkconf",
-    "nsd",
-    "nsd-checkconf",
-    "dig",
-];
+pub const UNBOUND_BINS: &[&str] = &["unbound", "unbound-checkconf", "nsd", "nsd-checkconf", "dig"];
 pub const NAMED_BINS: &[&str] = &["named", "named-checkconf", "nsd", "nsd-checkconf", "dig"];
 pub const FSTRM_BINS: &[&str] = &["fstrm_capture"];
 
@@ -183,12 +177,7 @@ fn zone_files() -> Vec<(&'static str, String)> {
     );
     let facebook = format!("{}www IN A {WWW_FACEBOOK_V4}\n", soa(ZONE_FACEBOOK));
     let face = format!("{}www IN A {WWW_FACE_V4}\n", soa(ZONE_FACE));
-    vec![
-        (ZONE_LISTED, listed),
-        (ZONE_OTHER, other),
-        (ZONE_FACEBOOK, facebook),
-        (ZONE_FACE, face),
-    ]
+    vec![(ZONE_LISTED, listed), (ZONE_OTHER, other), (ZONE_FACEBOOK, facebook), (ZONE_FACE, face)]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -211,18 +200,11 @@ pub fn find_bin(bin: &str) -> Option<PathBuf> {
 }
 
 fn is_executable(p: &Path) -> bool {
-    fs::metadata(p)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 fn bin(name: &str) -> Result<PathBuf> {
-    find_bin(name).ok_or_else(|| {
-        anyhow!(
-            "binary `{name}` not found (Debian package `{}`)",
-            debian_package(name)
-        )
-    })
+    find_bin(name).ok_or_else(|| anyhow!("binary `{name}` not found (Debian package `{}`)", debian_package(name)))
 }
 
 /// Debian package providing `bin`.
@@ -242,9 +224,7 @@ pub fn debian_package(bin: &str) -> &'static str {
 /// True if all `bins` exist. Otherwise: with `CI=true` panics naming the missing binary and its
 /// Debian package; else prints `SKIP: ...` to stderr and returns false (caller returns early).
 pub fn require(bins: &[&str]) -> bool {
-    let ci = std::env::var("CI")
-        .map(|v| v.eq_ignore_ascii_case("true") || v == "1")
-        .unwrap_or(false);
+    let ci = std::env::var("CI").map(|v| v.eq_ignore_ascii_case("true") || v == "1").unwrap_or(false);
     require_ci(bins, ci)
 }
 
@@ -309,11 +289,7 @@ unsafe extern "C" {
 /// Send `sig` to `pid` (negative pid = process group). Only use on processes you spawned.
 pub fn send_signal(pid: i32, sig: i32) -> std::io::Result<()> {
     // SAFETY: plain syscall wrapper, no memory involved.
-    if unsafe { c_kill(pid, sig) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    if unsafe { c_kill(pid, sig) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -338,20 +314,10 @@ impl Process {
             .open(log_path)
             .with_context(|| format!("open log {}", log_path.display()))?;
         let log2 = log.try_clone()?;
-        cmd.stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .process_group(0);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawn {name}: {cmd:?}"))?;
+        cmd.stdin(Stdio::null()).stdout(log).stderr(log2).process_group(0);
+        let child = cmd.spawn().with_context(|| format!("spawn {name}: {cmd:?}"))?;
         let pid = child.id();
-        Ok(Process {
-            name: name.to_string(),
-            child: Some(child),
-            log_path: log_path.to_path_buf(),
-            pid,
-        })
+        Ok(Process { name: name.to_string(), child: Some(child), log_path: log_path.to_path_buf(), pid })
     }
 
     pub fn name(&self) -> &str {
@@ -368,9 +334,7 @@ impl Process {
 
     /// Contents of the log file (stdout+stderr), lossy UTF-8.
     pub fn log(&self) -> String {
-        fs::read(&self.log_path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        fs::read(&self.log_path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     /// Last `n` lines of the log, for error messages.
@@ -439,13 +403,7 @@ impl Drop for Process {
 
 impl std::fmt::Debug for Process {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Process({} pid {} log {})",
-            self.name,
-            self.pid,
-            self.log_path.display()
-        )
+        write!(f, "Process({} pid {} log {})", self.name, self.pid, self.log_path.display())
     }
 }
 
@@ -456,11 +414,7 @@ impl std::fmt::Debug for Process {
 /// Create a fresh sub-directory `base/prefix`, `base/prefix.1`, ...
 fn unique_subdir(base: &Path, prefix: &str) -> Result<PathBuf> {
     for i in 0..1000 {
-        let p = if i == 0 {
-            base.join(prefix)
-        } else {
-            base.join(format!("{prefix}.{i}"))
-        };
+        let p = if i == 0 { base.join(prefix) } else { base.join(format!("{prefix}.{i}")) };
         match fs::create_dir(&p) {
             Ok(()) => return Ok(p),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -471,11 +425,7 @@ fn unique_subdir(base: &Path, prefix: &str) -> Result<PathBuf> {
 }
 
 fn abs(p: &Path) -> Result<PathBuf> {
-    if p.is_absolute() {
-        Ok(p.to_path_buf())
-    } else {
-        Ok(std::env::current_dir()?.join(p))
-    }
+    if p.is_absolute() { Ok(p.to_path_buf()) } else { Ok(std::env::current_dir()?.join(p)) }
 }
 
 fn write_file(p: &Path, content: &str) -> Result<()> {
@@ -487,11 +437,7 @@ fn write_file(p: &Path, content: &str) -> Result<()> {
 fn check_unix_path(p: &Path) -> Result<()> {
     // sun_path is 108 bytes including the NUL.
     if p.as_os_str().len() > 100 {
-        bail!(
-            "unix socket path too long ({} bytes): {}",
-            p.as_os_str().len(),
-            p.display()
-        );
+        bail!("unix socket path too long ({} bytes): {}", p.as_os_str().len(), p.display());
     }
     Ok(())
 }
@@ -530,11 +476,8 @@ pub fn dig_opts(server_port: u16, name: &str, qtype: &str, opts: &[&str]) -> Res
         .output()
         .context("run dig")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let (errs, lines): (Vec<&str>, Vec<&str>) = stdout
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .partition(|l| l.starts_with(';'));
+    let (errs, lines): (Vec<&str>, Vec<&str>) =
+        stdout.lines().map(str::trim).filter(|l| !l.is_empty()).partition(|l| l.starts_with(';'));
     if !out.status.success() || !errs.is_empty() {
         bail!(
             "dig @127.0.0.1 -p {server_port} {name} {qtype} failed ({}): {}{}",
@@ -552,11 +495,7 @@ fn wait_answer(proc: &mut Process, port: u16, name: &str, expect: &str) -> Resul
     let mut last = String::new();
     while start.elapsed() < STARTUP_DEADLINE {
         if !proc.is_running() {
-            bail!(
-                "{} exited during startup; log:\n{}",
-                proc.name(),
-                proc.log_tail(30)
-            );
+            bail!("{} exited during startup; log:\n{}", proc.name(), proc.log_tail(30));
         }
         match dig_opts(port, name, "A", &["+time=1", "+tries=1"]) {
             Ok(lines) if lines.iter().any(|l| l == expect) => return Ok(start.elapsed()),
@@ -611,12 +550,7 @@ impl Nsd {
             let mut proc = Process::spawn("nsd", cmd, &dir.join(format!("nsd.{attempt}.log")))?;
             match wait_answer(&mut proc, port, WWW_LISTED, WWW_LISTED_V4) {
                 Ok(_) => {
-                    return Ok(Nsd {
-                        proc,
-                        port,
-                        dir,
-                        startup: t0.elapsed(),
-                    });
+                    return Ok(Nsd { proc, port, dir, startup: t0.elapsed() });
                 }
                 Err(e) => {
                     let retry = port_race(&proc.log());
@@ -737,13 +671,7 @@ impl FstrmCapture {
     fn start_at(dir: PathBuf, target: DnstapTarget) -> Result<FstrmCapture> {
         let output = dir.join("capture.0.fstrm");
         let proc = spawn_capture(&dir, &target, &output, 0)?;
-        Ok(FstrmCapture {
-            proc,
-            target,
-            output,
-            dir,
-            restarts: 0,
-        })
+        Ok(FstrmCapture { proc, target, output, dir, restarts: 0 })
     }
 
     pub fn target(&self) -> DnstapTarget {
@@ -823,18 +751,11 @@ fn spawn_capture(dir: &Path, target: &DnstapTarget, output: &Path, n: usize) -> 
             cmd.arg("-u").arg(p);
         }
         DnstapTarget::Tcp(a) => {
-            cmd.arg("-a")
-                .arg(a.ip().to_string())
-                .arg("-p")
-                .arg(a.port().to_string());
+            cmd.arg("-a").arg(a.ip().to_string()).arg("-p").arg(a.port().to_string());
         }
     }
     cmd.arg("-w").arg(output);
-    let mut proc = Process::spawn(
-        "fstrm_capture",
-        cmd,
-        &dir.join(format!("fstrm_capture.{n}.log")),
-    )?;
+    let mut proc = Process::spawn("fstrm_capture", cmd, &dir.join(format!("fstrm_capture.{n}.log")))?;
     let start = Instant::now();
     loop {
         if !proc.is_running() {
@@ -850,10 +771,7 @@ fn spawn_capture(dir: &Path, target: &DnstapTarget, output: &Path, n: usize) -> 
             return Ok(proc);
         }
         if start.elapsed() > Duration::from_secs(5) {
-            bail!(
-                "fstrm_capture did not start listening on {target:?}; log:\n{}",
-                proc.log()
-            );
+            bail!("fstrm_capture did not start listening on {target:?}; log:\n{}", proc.log());
         }
         sleep(Duration::from_millis(10));
     }
@@ -904,11 +822,7 @@ pub fn fstrm_data_frames(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
 /// Case is preserved, so `wire_name("WwW.LiStEd.TeSt")` finds the mixed-case query.
 pub fn wire_name(name: &str) -> Vec<u8> {
     let mut v = Vec::new();
-    for label in name
-        .trim_end_matches('.')
-        .split('.')
-        .filter(|l| !l.is_empty())
-    {
+    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
         v.push(label.len() as u8);
         v.extend_from_slice(label.as_bytes());
     }
@@ -945,12 +859,7 @@ impl Unbound {
 
     /// Like [`start`](Self::start) with extra lines appended to the `server:` clause
     /// (indent them with 4 spaces), e.g. `"    prefetch: yes\n"`.
-    pub fn start_with(
-        dir: &Path,
-        nsd_port: u16,
-        dnstap: DnstapTarget,
-        extra_server: &str,
-    ) -> Result<Unbound> {
+    pub fn start_with(dir: &Path, nsd_port: u16, dnstap: DnstapTarget, extra_server: &str) -> Result<Unbound> {
         let dir = unique_subdir(&abs(dir)?, "unbound")?;
         if let DnstapTarget::Unix(p) = &dnstap {
             check_unix_path(p)?;
@@ -959,27 +868,17 @@ impl Unbound {
         for attempt in 0..START_ATTEMPTS {
             let port = free_port();
             let conf = dir.join("unbound.conf");
-            write_file(
-                &conf,
-                &unbound_conf(&dir, port, nsd_port, &dnstap, extra_server),
-            )?;
+            write_file(&conf, &unbound_conf(&dir, port, nsd_port, &dnstap, extra_server))?;
             let mut check = Command::new(bin("unbound-checkconf")?);
             check.arg(&conf);
             run_check("unbound-checkconf", check)?;
             let t0 = Instant::now();
             let mut cmd = Command::new(bin("unbound")?);
             cmd.arg("-d").arg("-c").arg(&conf);
-            let mut proc =
-                Process::spawn("unbound", cmd, &dir.join(format!("unbound.{attempt}.log")))?;
+            let mut proc = Process::spawn("unbound", cmd, &dir.join(format!("unbound.{attempt}.log")))?;
             match wait_answer(&mut proc, port, READINESS_NAME, PLAIN_OTHER_V4) {
                 Ok(_) => {
-                    return Ok(Unbound {
-                        proc,
-                        port,
-                        dir,
-                        conf,
-                        startup: t0.elapsed(),
-                    });
+                    return Ok(Unbound { proc, port, dir, conf, startup: t0.elapsed() });
                 }
                 Err(e) => {
                     let retry = port_race(&proc.log());
@@ -1021,21 +920,11 @@ impl Unbound {
     }
 }
 
-fn unbound_conf(
-    dir: &Path,
-    port: u16,
-    nsd_port: u16,
-    dnstap: &DnstapTarget,
-    extra: &str,
-) -> String {
+fn unbound_conf(dir: &Path, port: u16, nsd_port: u16, dnstap: &DnstapTarget, extra: &str) -> String {
     let d = dir.display();
     let target = match dnstap {
         DnstapTarget::Unix(p) => format!("    dnstap-socket-path: \"{}\"\n", p.display()),
-        DnstapTarget::Tcp(a) => format!(
-            "    dnstap-ip: \"{}@{}\"\n    dnstap-tls: no\n",
-            a.ip(),
-            a.port()
-        ),
+        DnstapTarget::Tcp(a) => format!("    dnstap-ip: \"{}@{}\"\n    dnstap-tls: no\n", a.ip(), a.port()),
     };
     let mut s = format!(
         r#"server:
@@ -1116,22 +1005,11 @@ impl Named {
             let mut cmd = Command::new(bin("named")?);
             // -g: foreground, log to stderr. No -u: stays root (no setuid; fine in tests).
             // -4: IPv4 only. -n 1: one worker thread (small machine).
-            cmd.arg("-g")
-                .arg("-4")
-                .arg("-n")
-                .arg("1")
-                .arg("-c")
-                .arg(&conf);
+            cmd.arg("-g").arg("-4").arg("-n").arg("1").arg("-c").arg(&conf);
             let mut proc = Process::spawn("named", cmd, &dir.join(format!("named.{attempt}.log")))?;
             match wait_answer(&mut proc, port, READINESS_NAME, PLAIN_OTHER_V4) {
                 Ok(_) => {
-                    return Ok(Named {
-                        proc,
-                        port,
-                        dir,
-                        conf,
-                        startup: t0.elapsed(),
-                    });
+                    return Ok(Named { proc, port, dir, conf, startup: t0.elapsed() });
                 }
                 Err(e) => {
                     let retry = port_race(&proc.log());
