@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+#[allow(unused_imports)]
 pub use peers::{Process, free_port, send_signal};
 
 /// Polls `f` every 50 ms until it returns `Some`, or fails after `timeout`
