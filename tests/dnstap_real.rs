@@ -84,6 +84,14 @@ fn unbound_over_unix_socket() -> Result<()> {
     let mut d = Dnsbgpd::start(tmp.path(), &Options::default())?;
     let ub = Unbound::start(tmp.path(), nsd.port(), DnstapTarget::Unix(d.socket.clone()))?;
     resolve_and_check(&d, ub.port())?;
+    // A 2 s TTL (min_ttl is 1 s here) expires promptly: gone within 1 s
+    // of its expiry.
+    dig(ub.port(), peers::SHORT_LISTED, "A")?;
+    let r = d.wait_route(&v4(peers::SHORT_LISTED_V4), ARRIVE)?;
+    let expires = humantime::parse_rfc3339(r["expires"].as_str().unwrap_or_default())?;
+    let left = expires.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    assert!(left <= Duration::from_secs(2), "TTL 2 s gives an expiry within 2 s, got {left:?}");
+    d.wait_no_route(&v4(peers::SHORT_LISTED_V4), left + Duration::from_secs(1))?;
     // The status endpoint reports the lists and the routes.
     let status = d.get_json("/api/v1/status")?;
     assert_eq!(status["ready"], true);
@@ -162,7 +170,8 @@ fn reload_lists() -> Result<()> {
     std::fs::write(d.list_file("vpn"), "other.test\n")?;
     let reloads_before = d.metric("dnsbgpd_list_reloads_total{result=\"ok\"}")?;
     common::send_signal(d.pid(), peers::SIGHUP)?;
-    d.wait_no_route(&v4(peers::WWW_LISTED_V4), Duration::from_secs(2))?;
+    // Within 1 s of the reload (the signal is delivered at once).
+    d.wait_no_route(&v4(peers::WWW_LISTED_V4), Duration::from_secs(1))?;
     assert!(d.metric("dnsbgpd_list_reloads_total{result=\"ok\"}")? > reloads_before);
     assert!(d.route(&v4(peers::WWW_FACE_V4))?.is_some(), "other lists keep their routes");
     // other.test routes on its next answer.
