@@ -6,6 +6,7 @@
 //! ([`api`]) shows them. [`daemon`] wires the parts; `main.rs` is the CLI.
 
 pub mod api;
+pub mod bgp;
 pub mod config;
 pub mod daemon;
 pub mod dnstap;
