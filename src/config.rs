@@ -168,6 +168,8 @@ struct RawConfig {
     lists: Vec<RawList>,
     #[serde(default)]
     api: Option<RawApi>,
+    #[serde(default)]
+    bgp: Option<crate::bgp::config::RawBgp>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,6 +202,9 @@ struct RawList {
     communities: Vec<Spanned<String>>,
     #[serde(default)]
     large_communities: Vec<Spanned<String>>,
+    next_hop_v4: Option<std::net::Ipv4Addr>,
+    next_hop_v6: Option<std::net::Ipv6Addr>,
+    med: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,6 +222,8 @@ pub struct Settings {
     pub routes: RouteSettings,
     pub lists: Vec<ListSettings>,
     pub api: ApiSettings,
+    /// The BGP speaker; `None` when `[bgp]` is absent.
+    pub bgp: Option<crate::bgp::config::BgpSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -239,12 +246,17 @@ pub struct RouteSettings {
     pub store_cache: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ListSettings {
     pub name: Arc<str>,
     pub file: PathBuf,
     pub communities: Vec<(u16, u16)>,
     pub large_communities: Vec<(u32, u32, u32)>,
+    /// Next hops for this list's routes instead of the neighbor's.
+    pub next_hop_v4: Option<std::net::Ipv4Addr>,
+    pub next_hop_v6: Option<std::net::Ipv6Addr>,
+    /// MULTI_EXIT_DISC for this list's routes.
+    pub med: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -423,12 +435,17 @@ fn validate(
             file: resolve(base, l.file.get_ref()),
             communities,
             large_communities,
+            next_hop_v4: l.next_hop_v4,
+            next_hop_v6: l.next_hop_v6,
+            med: l.med,
         });
     }
 
     let api = ApiSettings {
         listen: raw.api.and_then(|a| a.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9153))),
     };
+
+    let bgp = raw.bgp.map(|b| crate::bgp::config::validate(b, &mut problem));
 
     if !problems.is_empty() {
         return Err(ConfigError(problems));
@@ -452,6 +469,7 @@ fn validate(
         },
         lists,
         api,
+        bgp,
     })
 }
 

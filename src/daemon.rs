@@ -20,6 +20,8 @@ use tracing::{error, info, warn};
 
 use crate::api::metrics::Metrics;
 use crate::api::{self, ApiState};
+use crate::bgp::Speaker;
+use crate::bgp::metrics::BgpMetrics;
 use crate::config::Settings;
 use crate::dnstap::Pipeline;
 use crate::dnstap::server::{Server, SocketFile, bind_unix};
@@ -36,7 +38,9 @@ const EXPIRY_TICK: Duration = Duration::from_millis(250);
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let started = Instant::now();
     let tracker = TaskTracker::new();
-    let metrics = Arc::new(Metrics::new());
+    let mut registry = Metrics::new();
+    let bgp_metrics = BgpMetrics::register(&mut registry.registry);
+    let metrics = Arc::new(registry);
 
     let (lists, problems) = Lists::load(&settings.lists)?;
     for p in &problems {
@@ -67,6 +71,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         started,
         ready: false.into(),
         reload: reload_tx.clone(),
+        bgp: Default::default(),
     });
     {
         let shutdown = shutdown.clone();
@@ -107,6 +112,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         "route store loaded"
     );
     tracker.spawn(store::run_writer(store, store_sub, r.flush_interval, metrics.clone(), shutdown.clone()));
+
+    // BGP: after the store is loaded, so that a restarted speaker announces
+    // the stored table before End-of-RIB (graceful restart).
+    if let Some(bgp) = &settings.bgp {
+        let speaker =
+            Speaker::start(bgp, &settings.lists, table.clone(), bgp_metrics, shutdown.clone(), &tracker).await?;
+        let _ = api_state.bgp.set(speaker);
+    }
 
     // dnstap listeners.
     let pipeline =

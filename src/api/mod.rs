@@ -35,6 +35,8 @@ pub struct ApiState {
     pub started: Instant,
     pub ready: AtomicBool,
     pub reload: mpsc::Sender<ReloadCause>,
+    /// Set once the BGP speaker runs (absent without `[bgp]`).
+    pub bgp: std::sync::OnceLock<Arc<crate::bgp::Speaker>>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -43,6 +45,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/routes", get(routes))
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/neighbors", get(neighbors))
         .with_state(state)
 }
 
@@ -169,6 +172,11 @@ async fn routes(State(st): State<Arc<ApiState>>, Query(filter): Query<RouteFilte
     let snapshot = st.ingest.table().snapshot();
     let body: Vec<RouteJson> = snapshot.iter().filter(|r| filter.keeps(r)).filter_map(RouteJson::from_route).collect();
     Json(body).into_response()
+}
+
+async fn neighbors(State(st): State<Arc<ApiState>>) -> Response {
+    let list = st.bgp.get().map(|s| s.neighbors()).unwrap_or_default();
+    Json(list).into_response()
 }
 
 async fn reload(State(st): State<Arc<ApiState>>) -> Response {

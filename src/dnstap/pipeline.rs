@@ -60,25 +60,29 @@ impl Pipeline {
 
     /// Handles one data frame. `name` is the caller's scratch buffer.
     pub fn handle(&self, frame: Bytes, name: &mut NameBuf) -> FrameOutcome {
-        let Ok(dnstap) = proto::Dnstap::decode(frame) else {
+        // Most frames name nothing listed: for them the protobuf is only
+        // walked in place (no `Bytes` handles, no atomics), and decoded
+        // with prost only once the frame matched.
+        let Ok(peek) = peek::peek(&frame) else {
             self.metrics.reject("protobuf");
             return FrameOutcome::BadDnstap;
         };
-        let Some(msg) = dnstap.message else {
+        if !peek.message {
             self.metrics.frame(None).inc();
             return FrameOutcome::Ignored;
-        };
-        let mtype = MessageType::from_i32(msg.r#type);
+        }
+        let mtype = MessageType::from_i32(peek.mtype);
         self.metrics.frame(mtype).inc();
         let Some(mtype) = mtype else { return FrameOutcome::Ignored };
         if self.types & (1 << (mtype as u32)) == 0 {
             return FrameOutcome::Ignored;
         }
-        let dns = if mtype.is_response() { &msg.response_message } else { &msg.query_message };
+        let dns = if mtype.is_response() { peek.response } else { peek.query };
         let Some(dns) = dns else {
             self.metrics.dns_parse_errors.inc();
             return FrameOutcome::BadDns;
         };
+        let dns = &frame[dns.0..dns.1];
         let lists = self.lists.load();
         let mut hit = false;
         let summary = dnswire::scan(dns, name, |n| {
@@ -95,6 +99,12 @@ impl Pipeline {
         if !hit || summary.answers == 0 {
             return FrameOutcome::NoMatch;
         }
+        // `peek` accepts exactly what prost accepts (see its tests), so
+        // this decode does not fail; if it did, the frame is bad dnstap.
+        let Some(msg) = proto::Dnstap::decode(frame.clone()).ok().and_then(|d| d.message) else {
+            self.metrics.reject("protobuf");
+            return FrameOutcome::BadDnstap;
+        };
         let now = self.ingest.table().clock().now();
         let obs = match Observation::parse(&msg, mtype, dns, now) {
             Ok(o) => o,
@@ -109,6 +119,195 @@ impl Pipeline {
         }
         self.metrics.routes_added.inc_by(result.added as u64);
         FrameOutcome::Matched
+    }
+}
+
+/// A validating walk over a dnstap protobuf that finds what the hot path
+/// needs (is there a message, its type, where its DNS messages are)
+/// without decoding it.
+///
+/// It accepts and rejects exactly what `proto::Dnstap::decode` (prost
+/// 0.14) does, and reports the values prost would: varints of at most 10
+/// bytes (the 10th < 2), keys within u32 with a wire type 0–5 and a tag
+/// of at least 1, the wire type of every known field checked, unknown
+/// fields skipped (groups included, with prost's recursion limit of 100),
+/// a nested message ending exactly at its length, and for a field that
+/// appears twice the last value (a second `message` merges into the
+/// first). The property tests below compare the two on arbitrary input.
+mod peek {
+    /// What `handle` needs of a frame. Ranges are byte offsets into it.
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub(super) struct Peek {
+        /// `Dnstap.message` is present.
+        pub message: bool,
+        /// `Message.type` (0 when absent, like prost's default).
+        pub mtype: i32,
+        pub query: Option<(usize, usize)>,
+        pub response: Option<(usize, usize)>,
+    }
+
+    /// prost's `RECURSION_LIMIT`.
+    const RECURSION_LIMIT: u32 = 100;
+
+    const VARINT: u8 = 0;
+    const FIXED64: u8 = 1;
+    const LEN: u8 = 2;
+    const START_GROUP: u8 = 3;
+    const END_GROUP: u8 = 4;
+    const FIXED32: u8 = 5;
+
+    /// Any decode error; the caller only needs to know that there was one.
+    #[derive(Debug)]
+    pub(super) struct Invalid;
+
+    type Result<T> = std::result::Result<T, Invalid>;
+
+    struct Reader<'a> {
+        buf: &'a [u8],
+        pos: usize,
+    }
+
+    impl Reader<'_> {
+        #[inline]
+        fn varint(&mut self) -> Result<u64> {
+            let mut value = 0u64;
+            for i in 0..10 {
+                let b = *self.buf.get(self.pos).ok_or(Invalid)?;
+                self.pos += 1;
+                value |= u64::from(b & 0x7F) << (7 * i);
+                if b < 0x80 {
+                    return if i == 9 && b >= 0x02 { Err(Invalid) } else { Ok(value) };
+                }
+            }
+            Err(Invalid)
+        }
+
+        #[inline]
+        fn key(&mut self) -> Result<(u32, u8)> {
+            let key = self.varint()?;
+            if key > u64::from(u32::MAX) {
+                return Err(Invalid);
+            }
+            let wire_type = (key & 7) as u8;
+            let tag = key as u32 >> 3;
+            if wire_type > FIXED32 || tag == 0 {
+                return Err(Invalid);
+            }
+            Ok((tag, wire_type))
+        }
+
+        #[inline]
+        fn advance(&mut self, len: u64) -> Result<()> {
+            if len > (self.buf.len() - self.pos) as u64 {
+                return Err(Invalid);
+            }
+            self.pos += len as usize;
+            Ok(())
+        }
+
+        /// A length-delimited field's payload.
+        #[inline]
+        fn bytes(&mut self) -> Result<(usize, usize)> {
+            let len = self.varint()?;
+            let start = self.pos;
+            self.advance(len)?;
+            Ok((start, self.pos))
+        }
+
+        /// prost's `skip_field`; `depth` is what is left of the limit.
+        fn skip(&mut self, wire_type: u8, tag: u32, depth: u32) -> Result<()> {
+            if depth == 0 {
+                return Err(Invalid);
+            }
+            match wire_type {
+                VARINT => self.varint().map(drop),
+                FIXED64 => self.advance(8),
+                LEN => self.bytes().map(drop),
+                START_GROUP => loop {
+                    let (inner_tag, inner_type) = self.key()?;
+                    if inner_type == END_GROUP {
+                        return if inner_tag == tag { Ok(()) } else { Err(Invalid) };
+                    }
+                    self.skip(inner_type, inner_tag, depth - 1)?;
+                },
+                FIXED32 => self.advance(4),
+                _ => Err(Invalid),
+            }
+        }
+    }
+
+    #[inline]
+    fn expect(actual: u8, expected: u8) -> Result<()> {
+        if actual == expected { Ok(()) } else { Err(Invalid) }
+    }
+
+    /// Walks `frame`, a whole `Dnstap` payload.
+    pub(super) fn peek(frame: &[u8]) -> Result<Peek> {
+        let mut r = Reader { buf: frame, pos: 0 };
+        let mut p = Peek::default();
+        while r.pos < frame.len() {
+            let (tag, wire_type) = r.key()?;
+            match tag {
+                // identity, version, extra
+                1..=3 => {
+                    expect(wire_type, LEN)?;
+                    r.bytes()?;
+                }
+                // message
+                14 => {
+                    expect(wire_type, LEN)?;
+                    let (start, end) = r.bytes()?;
+                    let mut inner = Reader { buf: &frame[..end], pos: start };
+                    message(&mut inner, &mut p, RECURSION_LIMIT - 1)?;
+                    p.message = true;
+                }
+                // type
+                15 => {
+                    expect(wire_type, VARINT)?;
+                    r.varint()?;
+                }
+                _ => r.skip(wire_type, tag, RECURSION_LIMIT)?,
+            }
+        }
+        Ok(p)
+    }
+
+    /// The fields of `Message`, merged into `p`.
+    fn message(r: &mut Reader<'_>, p: &mut Peek, depth: u32) -> Result<()> {
+        while r.pos < r.buf.len() {
+            let (tag, wire_type) = r.key()?;
+            match tag {
+                1 => {
+                    expect(wire_type, VARINT)?;
+                    p.mtype = r.varint()? as i32;
+                }
+                // socket_family, socket_protocol, ports, seconds
+                2 | 3 | 6 | 7 | 8 | 12 => {
+                    expect(wire_type, VARINT)?;
+                    r.varint()?;
+                }
+                // nanoseconds
+                9 | 13 => {
+                    expect(wire_type, FIXED32)?;
+                    r.advance(4)?;
+                }
+                // addresses, query_zone
+                4 | 5 | 11 => {
+                    expect(wire_type, LEN)?;
+                    r.bytes()?;
+                }
+                10 => {
+                    expect(wire_type, LEN)?;
+                    p.query = Some(r.bytes()?);
+                }
+                14 => {
+                    expect(wire_type, LEN)?;
+                    p.response = Some(r.bytes()?);
+                }
+                _ => r.skip(wire_type, tag, depth)?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -149,6 +348,7 @@ pub(crate) mod tests {
             file: PathBuf::from("vpn.txt"),
             communities: vec![],
             large_communities: vec![],
+            ..Default::default()
         }];
         let lists = Lists::compile(&settings, &[list.to_string()]).0;
         let table = Arc::new(RouteTable::new(Clock::new(), Duration::from_secs(60), Duration::from_secs(3600)));

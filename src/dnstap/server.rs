@@ -265,6 +265,7 @@ mod tests {
             file: PathBuf::from("vpn.txt"),
             communities: vec![],
             large_communities: vec![],
+            ..Default::default()
         }];
         let lists = Lists::compile(&settings, &["cdn.test\n".to_string()]).0;
         let table = Arc::new(RouteTable::new(Clock::new(), Duration::from_secs(60), Duration::from_secs(3600)));

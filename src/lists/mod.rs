@@ -153,6 +153,7 @@ mod tests {
                 file: PathBuf::from(format!("{n}.txt")),
                 communities: vec![],
                 large_communities: vec![],
+                ..Default::default()
             })
             .collect()
     }

@@ -178,6 +178,7 @@ mod tests {
                 file: PathBuf::from("x"),
                 communities: vec![],
                 large_communities: vec![],
+                ..Default::default()
             })
             .collect();
         let texts: Vec<String> = text.iter().map(|(_, t)| t.to_string()).collect();

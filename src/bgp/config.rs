@@ -1,0 +1,234 @@
+//! `[bgp]` and `[[bgp.neighbor]]`: raw TOML structs and their validation
+//! into [`BgpSettings`]. Called from `crate::config`, which owns the file
+//! and turns each problem into `FILE:LINE: message`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::ConfigDuration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBgp {
+    local_as: Spanned<u32>,
+    router_id: Ipv4Addr,
+    listen: Option<SocketAddr>,
+    hold_time: Option<Spanned<ConfigDuration>>,
+    local_pref: Option<u32>,
+    batch_interval: Option<Spanned<ConfigDuration>>,
+    graceful_restart_time: Option<Spanned<ConfigDuration>>,
+    extended_messages: Option<bool>,
+    #[serde(default, rename = "neighbor")]
+    neighbors: Vec<RawNeighbor>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNeighbor {
+    name: Option<String>,
+    address: Spanned<IpAddr>,
+    port: Option<u16>,
+    remote_as: Spanned<u32>,
+    local_address: Option<Spanned<IpAddr>>,
+    #[serde(default)]
+    passive: bool,
+    hold_time: Option<Spanned<ConfigDuration>>,
+    connect_retry: Option<Spanned<ConfigDuration>>,
+    next_hop_v4: Option<Ipv4Addr>,
+    next_hop_v6: Option<Ipv6Addr>,
+    families: Option<Spanned<Vec<String>>>,
+    password: Option<Spanned<String>>,
+}
+
+/// Validated `[bgp]`.
+#[derive(Debug, Clone)]
+pub struct BgpSettings {
+    pub local_as: u32,
+    pub router_id: Ipv4Addr,
+    /// Passive accept of configured neighbors (off unless set).
+    pub listen: Option<SocketAddr>,
+    pub local_pref: u32,
+    /// Changes are coalesced this long before UPDATEs go out.
+    pub batch_interval: Duration,
+    /// Advertised Graceful Restart time (seconds, at most 4095).
+    pub graceful_restart_time: u16,
+    /// Offer RFC 8654 extended messages.
+    pub extended_messages: bool,
+    pub neighbors: Vec<NeighborSettings>,
+}
+
+/// Validated `[[bgp.neighbor]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeighborSettings {
+    /// For logs, metrics and the API; defaults to the address.
+    pub name: String,
+    pub address: IpAddr,
+    pub port: u16,
+    pub remote_as: u32,
+    pub local_address: Option<IpAddr>,
+    pub passive: bool,
+    /// Proposed hold time in seconds (0 or 3..=65535).
+    pub hold_time: u16,
+    /// First retry delay; doubles (with jitter) up to 32 times this.
+    pub connect_retry: Duration,
+    pub next_hop_v4: Option<Ipv4Addr>,
+    pub next_hop_v6: Option<Ipv6Addr>,
+    pub ipv4: bool,
+    pub ipv6: bool,
+    /// TCP MD5 signature key (RFC 2385).
+    pub password: Option<String>,
+}
+
+impl NeighborSettings {
+    pub fn is_ibgp(&self, local_as: u32) -> bool {
+        self.remote_as == local_as
+    }
+
+    pub fn remote(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+}
+
+fn hold_seconds(d: Duration) -> Option<u16> {
+    if d.subsec_millis() != 0 {
+        return None;
+    }
+    let s = u16::try_from(d.as_secs()).ok()?;
+    (s == 0 || s >= 3).then_some(s)
+}
+
+/// Validates `raw`; `problem` receives the span and text of each problem.
+pub fn validate(raw: RawBgp, problem: &mut dyn FnMut(Range<usize>, String)) -> BgpSettings {
+    if *raw.local_as.get_ref() == 0 {
+        problem(raw.local_as.span(), "local_as must not be 0".into());
+    }
+    if raw.router_id.is_unspecified() {
+        problem(0..0, "[bgp] router_id must not be 0.0.0.0".into());
+    }
+    let default_hold = match raw.hold_time {
+        Some(h) => hold_seconds(h.get_ref().0).unwrap_or_else(|| {
+            problem(h.span(), "hold_time must be 0 or between 3s and 65535s, in whole seconds".into());
+            90
+        }),
+        None => 90,
+    };
+    let batch_interval = match raw.batch_interval {
+        Some(b) if b.get_ref().0 > Duration::from_secs(10) => {
+            problem(b.span(), "batch_interval must be at most 10s".into());
+            Duration::from_millis(50)
+        }
+        Some(b) => b.into_inner().0,
+        None => Duration::from_millis(50),
+    };
+    let graceful_restart_time = match raw.graceful_restart_time {
+        Some(g) => match u16::try_from(g.get_ref().0.as_secs()) {
+            Ok(s) if s <= 4095 => s,
+            _ => {
+                problem(g.span(), "graceful_restart_time must be at most 4095s".into());
+                120
+            }
+        },
+        None => 120,
+    };
+    let mut neighbors: Vec<NeighborSettings> = Vec::new();
+    for n in raw.neighbors {
+        let address = *n.address.get_ref();
+        if *n.remote_as.get_ref() == 0 {
+            problem(n.remote_as.span(), "remote_as must not be 0".into());
+        }
+        if neighbors.iter().any(|o| o.address == address && o.port == n.port.unwrap_or(179)) {
+            problem(n.address.span(), format!("neighbor {address} is configured twice"));
+        }
+        let hold_time = match n.hold_time {
+            Some(h) => hold_seconds(h.get_ref().0).unwrap_or_else(|| {
+                problem(h.span(), "hold_time must be 0 or between 3s and 65535s, in whole seconds".into());
+                default_hold
+            }),
+            None => default_hold,
+        };
+        let connect_retry = match n.connect_retry {
+            Some(c) if c.get_ref().0 < Duration::from_millis(100) => {
+                problem(c.span(), "connect_retry must be at least 100ms".into());
+                Duration::from_secs(5)
+            }
+            Some(c) => c.into_inner().0,
+            None => Duration::from_secs(5),
+        };
+        let (mut ipv4, mut ipv6) = (true, true);
+        let explicit = n.families.is_some();
+        if let Some(f) = &n.families {
+            ipv4 = false;
+            ipv6 = false;
+            for fam in f.get_ref() {
+                match fam.as_str() {
+                    "ipv4" => ipv4 = true,
+                    "ipv6" => ipv6 = true,
+                    other => problem(f.span(), format!("unknown family {other:?}: expected \"ipv4\" or \"ipv6\"")),
+                }
+            }
+            if !ipv4 && !ipv6 {
+                problem(f.span(), "families must name at least one of \"ipv4\", \"ipv6\"".into());
+            }
+        }
+        // A next hop of each family must be configured or derivable from the
+        // session's local address (which has the neighbor's family).
+        let local_family_v6 = n.local_address.as_ref().map(|a| a.get_ref().is_ipv6()).unwrap_or(address.is_ipv6());
+        if ipv6 && n.next_hop_v6.is_none() && !local_family_v6 {
+            if explicit {
+                problem(
+                    n.address.span(),
+                    format!("neighbor {address}: ipv6 routes need next_hop_v6 (the session is IPv4)"),
+                );
+            }
+            ipv6 = false;
+        }
+        if ipv4 && n.next_hop_v4.is_none() && local_family_v6 {
+            if explicit {
+                problem(
+                    n.address.span(),
+                    format!("neighbor {address}: ipv4 routes need next_hop_v4 (the session is IPv6)"),
+                );
+            }
+            ipv4 = false;
+        }
+        if let Some(p) = &n.password
+            && (p.get_ref().is_empty() || p.get_ref().len() > 80)
+        {
+            problem(p.span(), "password must be 1 to 80 bytes (TCP MD5 key)".into());
+        }
+        if let Some(l) = &n.local_address
+            && l.get_ref().is_ipv4() != address.is_ipv4()
+        {
+            problem(l.span(), "local_address must have the neighbor address's family".into());
+        }
+        neighbors.push(NeighborSettings {
+            name: n.name.unwrap_or_else(|| address.to_string()),
+            address,
+            port: n.port.unwrap_or(179),
+            remote_as: n.remote_as.into_inner(),
+            local_address: n.local_address.map(Spanned::into_inner),
+            passive: n.passive,
+            hold_time,
+            connect_retry,
+            next_hop_v4: n.next_hop_v4,
+            next_hop_v6: n.next_hop_v6,
+            ipv4,
+            ipv6,
+            password: n.password.map(Spanned::into_inner),
+        });
+    }
+    BgpSettings {
+        local_as: raw.local_as.into_inner(),
+        router_id: raw.router_id,
+        listen: raw.listen,
+        local_pref: raw.local_pref.unwrap_or(100),
+        batch_interval,
+        graceful_restart_time,
+        extended_messages: raw.extended_messages.unwrap_or(true),
+        neighbors,
+    }
+}
