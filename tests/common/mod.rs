@@ -3,6 +3,7 @@
 //! deadlines. Real DNS peers live in [`peers`].
 #![allow(dead_code)]
 
+pub mod feed;
 pub mod peers;
 
 use std::io::{Read, Write};
@@ -57,6 +58,10 @@ pub struct Options {
     pub max_ttl: String,
     pub tcp: bool,
     pub extra_dnstap: String,
+    /// Appended to every `[[list]]` block (e.g. communities).
+    pub list_extra: String,
+    /// Appended to the config verbatim (e.g. `[bgp]`).
+    pub extra_config: String,
 }
 
 impl Default for Options {
@@ -67,6 +72,8 @@ impl Default for Options {
             max_ttl: "1h".into(),
             tcp: false,
             extra_dnstap: String::new(),
+            list_extra: String::new(),
+            extra_config: String::new(),
         }
     }
 }
@@ -115,8 +122,13 @@ impl Dnsbgpd {
         for (name, content) in &opts.lists {
             let file = dir.join("lists").join(format!("{name}.txt"));
             std::fs::write(&file, content)?;
-            conf.push_str(&format!("\n[[list]]\nname = \"{name}\"\nfile = \"lists/{name}.txt\"\n"));
+            conf.push_str(&format!(
+                "\n[[list]]\nname = \"{name}\"\nfile = \"lists/{name}.txt\"\n{}\n",
+                opts.list_extra
+            ));
         }
+        conf.push('\n');
+        conf.push_str(&opts.extra_config);
         let config = dir.join("dnsbgpd.toml");
         std::fs::write(&config, conf)?;
         Ok(Dnsbgpd { dir, config, socket, store, api, tcp, process: None, starts: 0 })
