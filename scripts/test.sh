@@ -16,6 +16,11 @@ packages=(
     "nsd-checkconf:nsd"
     "dig:bind9-dnsutils"
     "fstrm_capture:fstrm-bin"
+    "bird:bird2"
+    "birdc:bird2"
+    "gobgpd:gobgpd"
+    "gobgp:gobgpd"
+    "vtysh:frr"
 )
 missing=()
 for pair in "${packages[@]}"; do
