@@ -3,6 +3,7 @@
 //! deadlines. Real DNS peers live in [`peers`].
 #![allow(dead_code)]
 
+pub mod bgp_peers;
 pub mod feed;
 pub mod peers;
 
