@@ -88,10 +88,23 @@ fn passive_bird(
     listen: IpAddr,
     ns: Option<&Netns>,
 ) -> Result<Bird> {
+    passive_bird_with(dir, asn, name, peer, listen, ns, "")
+}
+
+fn passive_bird_with(
+    dir: &std::path::Path,
+    asn: u32,
+    name: &str,
+    peer: IpAddr,
+    listen: IpAddr,
+    ns: Option<&Netns>,
+    extra: &str,
+) -> Result<Bird> {
     let mut cfg = BirdConfig::new("192.0.2.1".parse()?, asn, listen);
     let mut n = BirdNeighbor::new(name, peer, 0, DNSBGPD_AS);
     n.passive = true;
     n.graceful_restart = true;
+    n.extra = extra.to_string();
     cfg.neighbors.push(n);
     cfg.netns = ns.map(|n| n.name().to_string());
     Bird::start(dir, &cfg)
@@ -107,14 +120,15 @@ fn bird_over_loopback() -> Result<()> {
         return Ok(());
     }
     let ebgp = passive_bird(tmp.path(), ROUTER_AS, "dnsbgpd", lo(), lo(), None)?;
-    let ibgp = passive_bird(tmp.path(), DNSBGPD_AS, "dnsbgpd", lo(), lo(), None)?;
+    // The iBGP session is signed with TCP MD5 (RFC 2385) on both sides.
+    let ibgp = passive_bird_with(tmp.path(), DNSBGPD_AS, "dnsbgpd", lo(), lo(), None, "password \"s3cret\";")?;
     let six = "next_hop_v6 = \"2001:db8::10\"";
     let mut d = dnsbgpd(
         tmp.path(),
         bgp_section(&format!(
             "{}{}",
             neighbor("ebgp", "127.0.0.1", ebgp.port(), ROUTER_AS, six),
-            neighbor("ibgp", "127.0.0.1", ibgp.port(), DNSBGPD_AS, six)
+            neighbor("ibgp", "127.0.0.1", ibgp.port(), DNSBGPD_AS, &format!("{six}\npassword = \"s3cret\""))
         )),
     )?;
     ebgp.wait_established("dnsbgpd", WAIT)?;
@@ -153,6 +167,15 @@ fn bird_over_loopback() -> Result<()> {
     common::send_signal(d.pid(), common::peers::SIGHUP)?;
     wait_bird_gone(&ebgp, "198.51.100.20/32")?;
     wait_bird_gone(&ibgp, "198.51.100.20/32")?;
+
+    // ROUTE-REFRESH (birdc reload in): dnsbgpd answers by re-sending.
+    let refreshes = "dnsbgpd_bgp_messages_total{neighbor=\"ebgp\",direction=\"in\",type=\"route_refresh\"}";
+    let updates_out = "dnsbgpd_bgp_messages_total{neighbor=\"ebgp\",direction=\"out\",type=\"update\"}";
+    let before = d.metric(updates_out)?;
+    ebgp.birdc(&["reload", "in", "dnsbgpd"])?;
+    wait_for(WAIT, "ROUTE-REFRESH answered", || {
+        Ok((d.metric(refreshes)? >= 1.0 && d.metric(updates_out)? > before).then_some(()))
+    })?;
 
     // birdc restart: the session is reset by bird, dnsbgpd re-sends.
     let flaps = |d: &Dnsbgpd| -> Result<u64> {
@@ -199,6 +222,51 @@ fn bird_over_loopback() -> Result<()> {
     let polls = watcher.join().map_err(|_| anyhow::anyhow!("watcher panicked"))??;
     assert!(polls > 3, "the watcher must have looked ({polls} polls)");
     assert_eq!(ebgp.count_routes()?, (1, 1), "fresh again after End-of-RIB");
+    Ok(())
+}
+
+/// A neighbor that is configured active on both sides and may connect in
+/// while dnsbgpd connects out: the collision is resolved and one session
+/// stays up without flapping. A second neighbor is passive on dnsbgpd's
+/// side: it is reached through the listener only.
+#[test]
+fn collisions_and_passive_neighbors() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    if !require_bgp(BIRD_BINS) {
+        return Ok(());
+    }
+    let listen_port = common::free_port();
+    let mut cfg = BirdConfig::new("192.0.2.200".parse()?, ROUTER_AS, lo());
+    let mut active = BirdNeighbor::new("both", lo(), listen_port, DNSBGPD_AS);
+    active.connect_delay = 1;
+    cfg.neighbors.push(active);
+    let bird = Bird::start(tmp.path(), &cfg)?;
+    let mut cfg2 = BirdConfig::new("192.0.2.201".parse()?, ROUTER_AS, "127.0.0.4".parse()?);
+    cfg2.neighbors.push(BirdNeighbor::new("toward", lo(), listen_port, DNSBGPD_AS));
+    let bird2 = Bird::start(tmp.path(), &cfg2)?;
+    let d = dnsbgpd(
+        tmp.path(),
+        bgp_section(&format!(
+            "listen = \"127.0.0.1:{listen_port}\"\n{}{}",
+            neighbor("both", "127.0.0.1", bird.port(), ROUTER_AS, "next_hop_v6 = \"2001:db8::10\""),
+            neighbor("passive", "127.0.0.4", 179, ROUTER_AS, "passive = true\nnext_hop_v6 = \"2001:db8::10\""),
+        )),
+    )?;
+    bird.wait_established("both", WAIT)?;
+    bird2.wait_established("toward", WAIT)?;
+    let mut feed = Feed::connect(&d.socket)?;
+    feed.answer("www.listed.test", &["198.51.100.10"], 300)?;
+    wait_bird_route(&bird, "198.51.100.10/32")?;
+    wait_bird_route(&bird2, "198.51.100.10/32")?;
+    // Stable: still Established a while later, no flap on dnsbgpd's side.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(bird.protocol_state("both")?, "Established");
+    let n = d.get_json("/api/v1/neighbors")?;
+    for name in ["both", "passive"] {
+        let x = n.as_array().and_then(|a| a.iter().find(|x| x["name"] == name)).cloned().unwrap_or_default();
+        assert_eq!(x["state"], "Established", "{x}");
+        assert_eq!(x["flaps"], 0, "{x}");
+    }
     Ok(())
 }
 

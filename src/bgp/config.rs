@@ -232,3 +232,56 @@ pub fn validate(raw: RawBgp, problem: &mut dyn FnMut(Range<usize>, String)) -> B
         neighbors,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Settings;
+
+    fn parse(bgp: &str) -> Result<Settings, crate::config::ConfigError> {
+        Settings::parse(&format!("[dnstap]\nsocket = \"/x\"\n{bgp}"), Path::new("t.toml"), Path::new("/"), None)
+    }
+
+    #[test]
+    fn defaults_and_families() {
+        let s = parse(
+            "[bgp]\nlocal_as = 4200000000\nrouter_id = \"192.0.2.10\"\n\
+             [[bgp.neighbor]]\naddress = \"192.0.2.1\"\nremote_as = 65000\n\
+             [[bgp.neighbor]]\naddress = \"2001:db8::1\"\nremote_as = 4200000000\nhold_time = \"0s\"\n\
+             [[bgp.neighbor]]\naddress = \"192.0.2.3\"\nremote_as = 65000\nnext_hop_v6 = \"2001:db8::10\"\n",
+        )
+        .unwrap();
+        let b = s.bgp.unwrap();
+        assert_eq!(b.local_as, 4_200_000_000);
+        assert_eq!(b.batch_interval, std::time::Duration::from_millis(50));
+        let n = &b.neighbors;
+        assert_eq!((n[0].port, n[0].hold_time, n[0].passive), (179, 90, false));
+        // IPv4 session without an IPv6 next hop: IPv6 is off by default.
+        assert!(n[0].ipv4 && !n[0].ipv6);
+        assert!(!n[0].is_ibgp(b.local_as));
+        // IPv6 session without an IPv4 next hop: IPv4 is off.
+        assert!(!n[1].ipv4 && n[1].ipv6);
+        assert!(n[1].is_ibgp(b.local_as));
+        assert_eq!(n[1].hold_time, 0);
+        assert!(n[2].ipv4 && n[2].ipv6);
+        assert_eq!(n[0].name, "192.0.2.1");
+    }
+
+    #[test]
+    fn problems_have_lines() {
+        let err = parse(
+            "[bgp]\nlocal_as = 65010\nrouter_id = \"192.0.2.10\"\n\
+             [[bgp.neighbor]]\naddress = \"192.0.2.1\"\nremote_as = 65000\nhold_time = \"1s\"\n\
+             [[bgp.neighbor]]\naddress = \"192.0.2.2\"\nremote_as = 65000\nfamilies = [\"ipv6\"]\n\
+             [[bgp.neighbor]]\naddress = \"192.0.2.3\"\nremote_as = 0\npassword = \"\"\n",
+        )
+        .unwrap_err();
+        let lines: Vec<usize> = err.0.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![9, 11, 16, 17], "{err}");
+        assert!(err.0[0].message.contains("hold_time"), "{err}");
+        assert!(err.0[1].message.contains("next_hop_v6"), "{err}");
+        let err = parse("[bgp]\nlocal_as = 65010\nrouter_id = \"192.0.2.10\"\nbogus = 1\n").unwrap_err();
+        assert_eq!(err.0[0].line, 6, "{err}");
+    }
+}
