@@ -326,7 +326,8 @@ fn changes_are_batched_and_coalesced() -> Result<()> {
         ..Options::default()
     };
     let d = Dnsbgpd::start(tmp.path(), &opts)?;
-    let mut c = establish(&peer, 90)?;
+    // Hold time 0 (RFC 4271 allows it): no keepalives, no hold timer.
+    let mut c = establish(&peer, 0)?;
     // Initial table (empty) then End-of-RIB for both families.
     let mut eor = 0;
     while eor < 2 {
@@ -365,5 +366,8 @@ fn changes_are_batched_and_coalesced() -> Result<()> {
             Err(_) => break,
         }
     }
+    let n = d.get_json("/api/v1/neighbors")?;
+    assert_eq!(n[0]["negotiated"]["hold_time"], 0, "{n}");
+    assert_eq!(n[0]["state"], "Established", "{n}");
     Ok(())
 }
