@@ -240,7 +240,7 @@ fn collisions_and_passive_neighbors() -> Result<()> {
     let mut active = BirdNeighbor::new("both", lo(), listen_port, DNSBGPD_AS);
     active.connect_delay = 1;
     cfg.neighbors.push(active);
-    let bird = Bird::start(tmp.path(), &cfg)?;
+    let mut bird = Bird::start(tmp.path(), &cfg)?;
     let mut cfg2 = BirdConfig::new("192.0.2.201".parse()?, ROUTER_AS, "127.0.0.4".parse()?);
     cfg2.neighbors.push(BirdNeighbor::new("toward", lo(), listen_port, DNSBGPD_AS));
     let bird2 = Bird::start(tmp.path(), &cfg2)?;
@@ -267,6 +267,18 @@ fn collisions_and_passive_neighbors() -> Result<()> {
         assert_eq!(x["state"], "Established", "{x}");
         assert_eq!(x["flaps"], 0, "{x}");
     }
+    // The neighbor dies without a word (kill -9: TCP reset) and comes
+    // back: dnsbgpd notices, reconnects on its own and re-sends.
+    bird.kill9()?;
+    wait_for(WAIT, "dnsbgpd to notice", || {
+        let n = d.get_json("/api/v1/neighbors")?;
+        let both = n.as_array().and_then(|a| a.iter().find(|x| x["name"] == "both")).cloned().unwrap_or_default();
+        Ok((both["state"] != "Established").then_some(()))
+    })?;
+    bird.restart(false)?;
+    bird.wait_established("both", WAIT)?;
+    wait_bird_route(&bird, "198.51.100.10/32")?;
+    assert!(bird_route(&bird2, "198.51.100.10/32")?.is_some(), "the other neighbor was not disturbed");
     Ok(())
 }
 
