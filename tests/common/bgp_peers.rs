@@ -195,23 +195,7 @@ fn ip_bin() -> PathBuf {
 // Small helpers
 // ---------------------------------------------------------------------------------------------
 
-/// Poll `f` every 50 ms until it returns `Ok(Some(v))`; errors from `f` are remembered and
-/// retried. On timeout: Err naming `what` and the last error / state seen.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::from("no answer yet");
-    loop {
-        match f() {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last = format!("{e:#}"),
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what} (last error: {last})");
-        }
-        sleep(Duration::from_millis(50));
-    }
-}
+pub use super::wait_for;
 
 fn abs(p: &Path) -> Result<PathBuf> {
     if p.is_absolute() { Ok(p.to_path_buf()) } else { Ok(std::env::current_dir()?.join(p)) }

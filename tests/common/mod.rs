@@ -19,8 +19,9 @@ use serde_json::Value;
 #[allow(unused_imports)]
 pub use peers::{Process, free_port, send_signal};
 
-/// Polls `f` every 50 ms until it returns `Some`, or fails after `timeout`
-/// with `what` and the last observation.
+/// Polls `f` every 50 ms until it returns `Some`; errors from `f` are
+/// remembered and retried. Fails after `timeout` naming `what` and the last
+/// error seen.
 pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
