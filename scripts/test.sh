@@ -21,6 +21,7 @@ packages=(
     "gobgpd:gobgpd"
     "gobgp:gobgpd"
     "vtysh:frr"
+    "ip:iproute2"
 )
 missing=()
 for pair in "${packages[@]}"; do
