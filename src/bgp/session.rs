@@ -559,10 +559,16 @@ impl Neighbor {
         let mut rib = AdjRibOut::default();
         // Initial table, then End-of-RIB.
         let mut out = BytesMut::new();
+        let table_size = sub.pending();
+        let mut first = true;
         loop {
             let events = sub.drain(DRAIN);
             if events.is_empty() {
                 break;
+            }
+            if first {
+                rib.reserve_like(&events, table_size);
+                first = false;
             }
             self.send_changes(&mut rib, &events, &export, &mut wr, &mut out).await?;
         }
