@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::names::{MAX_LABELS, NameBuf};
+use crate::names::NameBuf;
 
 /// A bit per list (at most 64 lists, see `config::MAX_LISTS`).
 pub type ListMask = u64;
@@ -74,17 +74,10 @@ fn extend(h: u64, label: &[u8]) -> u64 {
     h
 }
 
-/// Hashes of every suffix of `name`: `out[i]` is the hash of the suffix
-/// starting at label `i`.
+/// Hash of the whole of `name` (the key it is inserted under).
 #[inline]
-fn suffix_hashes(name: &NameBuf, out: &mut [u64; MAX_LABELS]) -> usize {
-    let n = name.label_count();
-    let mut h = 0u64;
-    for i in (0..n).rev() {
-        h = extend(h, name.label(i));
-        out[i] = h;
-    }
-    n
+fn name_hash(name: &NameBuf) -> u64 {
+    (0..name.label_count()).rev().fold(0u64, |h, i| extend(h, name.label(i)))
 }
 
 /// An immutable set of listed domains for up to 64 lists.
@@ -136,11 +129,10 @@ impl DomainMatcher {
     /// Adds `name` (the whole name and its subtree) to list `list` (< 64).
     pub fn insert(&mut self, name: &NameBuf, list: u8, exclude: bool) -> Inserted {
         debug_assert!(list < 64);
-        let mut hashes = [0u64; MAX_LABELS];
-        if suffix_hashes(name, &mut hashes) == 0 {
+        if name.is_root() {
             return Inserted::Duplicate;
         }
-        let key = hashes[0];
+        let key = name_hash(name);
         let head = self.index.get(&key).copied().unwrap_or(NONE);
         let mut at = head;
         while at != NONE {
@@ -158,32 +150,40 @@ impl DomainMatcher {
     }
 
     /// The lists that claim `name`.
+    ///
+    /// One pass from the rightmost label: each suffix's hash extends the
+    /// previous one and is probed at once (no array of hashes to fill), and
+    /// a more specific suffix overrides what a less specific one decided
+    /// for the lists it has entries in. A list has at most one entry per
+    /// domain, so "most specific entry wins" is exactly this override.
     #[inline]
     pub fn lookup(&self, name: &NameBuf) -> ListMask {
         if self.entries.is_empty() {
             return 0;
         }
-        let mut hashes = [0u64; MAX_LABELS];
-        let n = suffix_hashes(name, &mut hashes);
-        let mut decided: ListMask = 0;
         let mut included: ListMask = 0;
-        for (i, key) in hashes[..n].iter().enumerate() {
-            let Some(&head) = self.index.get(key) else {
+        let mut h = 0u64;
+        for i in (0..name.label_count()).rev() {
+            h = extend(h, name.label(i));
+            let Some(&head) = self.index.get(&h) else {
                 continue;
             };
             let suffix = name.suffix(i);
+            let mut decided: ListMask = 0;
+            let mut listed: ListMask = 0;
             let mut at = head;
             while at != NONE {
                 let e = self.entries[at as usize];
-                let bit = 1u64 << e.list;
-                if decided & bit == 0 && self.text(&e) == suffix {
+                if self.text(&e) == suffix {
+                    let bit = 1u64 << e.list;
                     decided |= bit;
                     if !e.exclude {
-                        included |= bit;
+                        listed |= bit;
                     }
                 }
                 at = e.next;
             }
+            included = (included & !decided) | listed;
         }
         included
     }
