@@ -6,6 +6,7 @@
 //! response naming something a list claims (or a remembered CNAME target)
 //! is parsed fully and applied to the route table.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -18,6 +19,7 @@ use super::{MessageType, proto};
 use crate::api::metrics::{ListLabel, Metrics};
 use crate::lists::Lists;
 use crate::names::NameBuf;
+use crate::routes::UnixMillis;
 use crate::routes::ingest::Ingest;
 
 /// What became of a frame.
@@ -99,18 +101,25 @@ impl Pipeline {
         if !hit || summary.answers == 0 {
             return FrameOutcome::NoMatch;
         }
-        // `peek` accepts exactly what prost accepts (see its tests), so
-        // this decode does not fail; if it did, the frame is bad dnstap.
-        let Some(msg) = proto::Dnstap::decode(frame.clone()).ok().and_then(|d| d.message) else {
-            self.metrics.reject("protobuf");
-            return FrameOutcome::BadDnstap;
-        };
         let now = self.ingest.table().clock().now();
-        let obs = match Observation::parse(&msg, mtype, dns, now) {
-            Ok(o) => o,
-            Err(_) => {
-                self.metrics.dns_parse_errors.inc();
-                return FrameOutcome::BadDns;
+        let obs = match dnswire::parse_simple(dns) {
+            // The common shape of an answer: no prost, no hickory.
+            Some(simple) => fast_observation(&frame, &peek, mtype, simple, dns.len(), now),
+            None => {
+                // `peek` accepts exactly what prost accepts (see its
+                // tests), so this decode does not fail; if it did, the
+                // frame is bad dnstap.
+                let Some(msg) = proto::Dnstap::decode(frame.clone()).ok().and_then(|d| d.message) else {
+                    self.metrics.reject("protobuf");
+                    return FrameOutcome::BadDnstap;
+                };
+                match Observation::parse(&msg, mtype, dns, now) {
+                    Ok(o) => o,
+                    Err(_) => {
+                        self.metrics.dns_parse_errors.inc();
+                        return FrameOutcome::BadDns;
+                    }
+                }
             }
         };
         let result = self.ingest.observe(&lists, &obs);
@@ -119,6 +128,43 @@ impl Pipeline {
         }
         self.metrics.routes_added.inc_by(result.added as u64);
         FrameOutcome::Matched
+    }
+}
+
+/// The `Observation` that `Observation::parse` builds from the prost
+/// message and hickory, from what `peek` and `dnswire::parse_simple` found
+/// (the tests compare the two). Client and time as in `observation.rs`.
+fn fast_observation(
+    frame: &[u8],
+    p: &peek::Peek,
+    message_type: MessageType,
+    dns: dnswire::SimpleResponse,
+    size: usize,
+    received: UnixMillis,
+) -> Observation {
+    let client = p.query_address.and_then(|(a, b)| {
+        let ip = match &frame[a..b] {
+            &[a, b, c, d] => IpAddr::from([a, b, c, d]),
+            addr => IpAddr::from(<[u8; 16]>::try_from(addr).ok()?),
+        };
+        Some(SocketAddr::new(crate::routes::canonical(ip), p.query_port.unwrap_or(0) as u16))
+    });
+    let time = match (p.response_time_sec, p.query_time_sec) {
+        (Some(s), _) | (None, Some(s)) if s > 0 => {
+            let nsec = p.response_time_nsec.or(p.query_time_nsec).unwrap_or(0);
+            s.saturating_mul(1000).saturating_add(u64::from(nsec / 1_000_000))
+        }
+        _ => received,
+    };
+    Observation {
+        time,
+        message_type,
+        client,
+        qname: dns.qname,
+        qtype: dns.qtype,
+        rcode: dns.rcode,
+        answers: dns.answers,
+        size,
     }
 }
 
@@ -140,10 +186,19 @@ mod peek {
     pub(super) struct Peek {
         /// `Dnstap.message` is present.
         pub message: bool,
-        /// `Message.type` (0 when absent, like prost's default).
+        /// `Message.type`; when absent, prost's default (the first value
+        /// of the enum, as proto2 says).
         pub mtype: i32,
         pub query: Option<(usize, usize)>,
         pub response: Option<(usize, usize)>,
+        /// What `Observation` takes from the message besides the DNS
+        /// message: the client and the times.
+        pub query_address: Option<(usize, usize)>,
+        pub query_port: Option<u32>,
+        pub query_time_sec: Option<u64>,
+        pub query_time_nsec: Option<u32>,
+        pub response_time_sec: Option<u64>,
+        pub response_time_nsec: Option<u32>,
     }
 
     /// prost's `RECURSION_LIMIT`.
@@ -168,21 +223,35 @@ mod peek {
     }
 
     impl Reader<'_> {
-        #[inline]
+        /// A varint; the one-byte case (keys, small lengths) inline.
+        #[inline(always)]
         fn varint(&mut self) -> Result<u64> {
+            match self.buf.get(self.pos) {
+                Some(&b) if b < 0x80 => {
+                    self.pos += 1;
+                    Ok(u64::from(b))
+                }
+                _ => self.varint_long(),
+            }
+        }
+
+        #[inline(never)]
+        fn varint_long(&mut self) -> Result<u64> {
             let mut value = 0u64;
-            for i in 0..10 {
-                let b = *self.buf.get(self.pos).ok_or(Invalid)?;
-                self.pos += 1;
+            for (i, &b) in self.buf[self.pos..].iter().take(10).enumerate() {
                 value |= u64::from(b & 0x7F) << (7 * i);
                 if b < 0x80 {
-                    return if i == 9 && b >= 0x02 { Err(Invalid) } else { Ok(value) };
+                    if i == 9 && b >= 0x02 {
+                        return Err(Invalid);
+                    }
+                    self.pos += i + 1;
+                    return Ok(value);
                 }
             }
             Err(Invalid)
         }
 
-        #[inline]
+        #[inline(always)]
         fn key(&mut self) -> Result<(u32, u8)> {
             let key = self.varint()?;
             if key > u64::from(u32::MAX) {
@@ -203,6 +272,13 @@ mod peek {
             }
             self.pos += len as usize;
             Ok(())
+        }
+
+        #[inline]
+        fn fixed32(&mut self) -> Result<u32> {
+            let b = self.buf.get(self.pos..self.pos + 4).ok_or(Invalid)?;
+            self.pos += 4;
+            Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         }
 
         /// A length-delimited field's payload.
@@ -257,9 +333,12 @@ mod peek {
                 14 => {
                     expect(wire_type, LEN)?;
                     let (start, end) = r.bytes()?;
+                    if !p.message {
+                        p.message = true;
+                        p.mtype = super::proto::Message::default().r#type;
+                    }
                     let mut inner = Reader { buf: &frame[..end], pos: start };
                     message(&mut inner, &mut p, RECURSION_LIMIT - 1)?;
-                    p.message = true;
                 }
                 // type
                 15 => {
@@ -281,18 +360,37 @@ mod peek {
                     expect(wire_type, VARINT)?;
                     p.mtype = r.varint()? as i32;
                 }
-                // socket_family, socket_protocol, ports, seconds
-                2 | 3 | 6 | 7 | 8 | 12 => {
+                // socket_family, socket_protocol, response_port
+                2 | 3 | 7 => {
                     expect(wire_type, VARINT)?;
                     r.varint()?;
                 }
-                // nanoseconds
-                9 | 13 => {
-                    expect(wire_type, FIXED32)?;
-                    r.advance(4)?;
+                6 => {
+                    expect(wire_type, VARINT)?;
+                    p.query_port = Some(r.varint()? as u32);
                 }
-                // addresses, query_zone
-                4 | 5 | 11 => {
+                8 => {
+                    expect(wire_type, VARINT)?;
+                    p.query_time_sec = Some(r.varint()?);
+                }
+                12 => {
+                    expect(wire_type, VARINT)?;
+                    p.response_time_sec = Some(r.varint()?);
+                }
+                9 => {
+                    expect(wire_type, FIXED32)?;
+                    p.query_time_nsec = Some(r.fixed32()?);
+                }
+                13 => {
+                    expect(wire_type, FIXED32)?;
+                    p.response_time_nsec = Some(r.fixed32()?);
+                }
+                4 => {
+                    expect(wire_type, LEN)?;
+                    p.query_address = Some(r.bytes()?);
+                }
+                // response_address, query_zone
+                5 | 11 => {
                     expect(wire_type, LEN)?;
                     r.bytes()?;
                 }
@@ -385,5 +483,264 @@ pub(crate) mod tests {
         assert_eq!(p.handle(Bytes::from_static(b"\xff\xff\xff"), &mut name), FrameOutcome::BadDnstap);
         assert!(p.ingest.table().is_empty());
         assert_eq!(p.metrics.dns_parse_errors.get(), 1);
+    }
+
+    /// The values `peek` reports, in prost's terms.
+    #[derive(Debug, PartialEq, Eq)]
+    struct View {
+        message: bool,
+        mtype: i32,
+        query: Option<Vec<u8>>,
+        response: Option<Vec<u8>>,
+        query_address: Option<Vec<u8>>,
+        query_port: Option<u32>,
+        times: (Option<u64>, Option<u32>, Option<u64>, Option<u32>),
+    }
+
+    /// What prost makes of a frame, in the terms of `peek`.
+    fn by_prost(frame: &[u8]) -> Option<View> {
+        let d = proto::Dnstap::decode(frame).ok()?;
+        let bytes = |b: &Option<Bytes>| b.as_ref().map(|b| b.to_vec());
+        Some(match d.message {
+            None => View {
+                message: false,
+                mtype: 0,
+                query: None,
+                response: None,
+                query_address: None,
+                query_port: None,
+                times: (None, None, None, None),
+            },
+            Some(m) => View {
+                message: true,
+                mtype: m.r#type,
+                query: bytes(&m.query_message),
+                response: bytes(&m.response_message),
+                query_address: bytes(&m.query_address),
+                query_port: m.query_port,
+                times: (m.query_time_sec, m.query_time_nsec, m.response_time_sec, m.response_time_nsec),
+            },
+        })
+    }
+
+    fn by_peek(frame: &[u8]) -> Option<View> {
+        let p = peek::peek(frame).ok()?;
+        let part = |r: Option<(usize, usize)>| r.map(|(a, b)| frame[a..b].to_vec());
+        Some(View {
+            message: p.message,
+            mtype: p.mtype,
+            query: part(p.query),
+            response: part(p.response),
+            query_address: part(p.query_address),
+            query_port: p.query_port,
+            times: (p.query_time_sec, p.query_time_nsec, p.response_time_sec, p.response_time_nsec),
+        })
+    }
+
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    /// Random protobuf-shaped bytes: mostly well-formed fields with the
+    /// tags and wire types of `Dnstap`/`Message`, with every kind of
+    /// defect mixed in (wrong wire types, bad varints and keys, lengths
+    /// off by one, groups with wrong ends, nesting).
+    fn fields(rng: &mut u64, depth: u32, in_message: bool, out: &mut Vec<u8>) {
+        fn step(rng: &mut u64) -> u64 {
+            *rng ^= *rng << 13;
+            *rng ^= *rng >> 7;
+            *rng ^= *rng << 17;
+            *rng
+        }
+        for _ in 0..step(rng) % 6 {
+            let mut next = || step(rng);
+            let tag: u64 = match (in_message, next() % 16) {
+                (_, 0) => 0,
+                (_, 1) => next() % 40,
+                (_, 2) => 1 << 28,
+                (false, 3..=7) => 14,
+                (false, 8) => 15,
+                (true, 3..=5) => 14,
+                (true, 6 | 7) => 10,
+                (true, 8) => 1,
+                (_, 9) => 9,
+                _ => 1 + next() % 15,
+            };
+            let expected = match (in_message, tag) {
+                (false, 1..=3) | (false, 14) => 2,
+                (false, 15) => 0,
+                (true, 4 | 5 | 10 | 11 | 14) => 2,
+                (true, 9 | 13) => 5,
+                _ => [0, 0, 1, 2, 2, 3, 5][(next() % 7) as usize],
+            };
+            let wt = if next().is_multiple_of(24) { next() % 8 } else { expected };
+            match next() % 64 {
+                0 => varint(out, (tag << 3 | wt) | 1 << 33), // key beyond u32
+                1 => out.extend_from_slice(&[0x80 | (tag << 3 | wt) as u8, 0x80, 0x00]), // overlong
+                _ => varint(out, tag << 3 | wt),
+            }
+            match wt {
+                0 => match next() % 12 {
+                    0 => out.extend_from_slice(&[0xFF; 9].iter().copied().chain([0x01]).collect::<Vec<_>>()),
+                    1 => out.extend_from_slice(&[0xFF; 9].iter().copied().chain([0x02]).collect::<Vec<_>>()),
+                    2 => out.extend_from_slice(&[0xFF; 11]),
+                    3 => out.push(0x80), // truncated (unless more follows)
+                    _ => varint(out, next() >> (next() % 64)),
+                },
+                1 => out.extend(std::iter::repeat_n(0xAB, if next().is_multiple_of(8) { 5 } else { 8 })),
+                2 => {
+                    let mut inner = Vec::new();
+                    if depth < 4 && (tag == 14 && !in_message || step(rng).is_multiple_of(4)) {
+                        fields(rng, depth + 1, tag == 14 && !in_message, &mut inner);
+                    } else {
+                        inner.extend(std::iter::repeat_n(step(rng) as u8, (step(rng) % 20) as usize));
+                    }
+                    let len = match step(rng) % 24 {
+                        0 => inner.len() + 1,
+                        1 => inner.len().saturating_sub(1),
+                        _ => inner.len(),
+                    };
+                    varint(out, len as u64);
+                    out.extend_from_slice(&inner);
+                }
+                3 => {
+                    if depth < 4 {
+                        fields(rng, depth + 1, false, out);
+                    }
+                    let end = if step(rng).is_multiple_of(6) { tag + 1 } else { tag };
+                    varint(out, end << 3 | 4);
+                }
+                5 => out.extend(std::iter::repeat_n(0xCD, if step(rng).is_multiple_of(8) { 3 } else { 4 })),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn peek_agrees_with_prost_on_real_frames() {
+        let f = frame(MessageType::ClientResponse, crate::dnstap::dnswire::tests::sample());
+        let view = by_peek(&f).unwrap();
+        assert_eq!(Some(&view), by_prost(&f).as_ref());
+        assert_eq!(view.mtype, MessageType::ClientResponse as i32);
+        assert_eq!(view.response.unwrap(), crate::dnstap::dnswire::tests::sample());
+        assert_eq!(view.query_address.unwrap(), [198, 51, 100, 99]);
+        // Every truncation.
+        for cut in 0..f.len() {
+            assert_eq!(by_peek(&f[..cut]), by_prost(&f[..cut]), "cut at {cut}");
+        }
+        // A second `message` merges into the first.
+        let mut twice = f.to_vec();
+        twice.extend_from_slice(&[0x72, 0x02, 0x08, 0x05]); // message { type: 5 }
+        assert_eq!(by_peek(&twice), by_prost(&twice));
+        assert_eq!(by_peek(&twice).unwrap().mtype, 5);
+    }
+
+    #[test]
+    fn peek_agrees_with_prost_on_the_recursion_limit() {
+        for depth in [97, 98, 99, 100, 101] {
+            for in_message in [false, true] {
+                // `depth` nested groups of tag 20.
+                let mut groups = Vec::new();
+                for _ in 0..depth {
+                    groups.push(20 << 3 | 3);
+                    groups.push(0x01);
+                }
+                for _ in 0..depth {
+                    groups.push(20 << 3 | 4);
+                    groups.push(0x01);
+                }
+                let f = if in_message {
+                    let mut m = vec![0x08, 0x06];
+                    m.extend_from_slice(&groups);
+                    let mut f = vec![0x72];
+                    varint(&mut f, m.len() as u64);
+                    f.extend_from_slice(&m);
+                    f
+                } else {
+                    groups
+                };
+                let prost = by_prost(&f);
+                assert_eq!(by_peek(&f), prost, "depth {depth}, in message: {in_message}");
+            }
+        }
+    }
+
+    #[test]
+    fn fast_observation_agrees_with_observation_parse() {
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut compared = 0;
+        for seed in 1..20_000u64 {
+            let dns = crate::dnstap::dnswire::tests::random_response(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let Some(simple) = dnswire::parse_simple(&dns) else { continue };
+            let addresses: [&[u8]; 5] = [
+                &[198, 51, 100, 7],
+                &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 51, 100, 7],
+                &[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7],
+                &[1, 2, 3, 4, 5],
+                &[],
+            ];
+            let secs = [None, Some(0), Some(1_700_000_000), Some(u64::MAX / 100)];
+            let nsecs = [None, Some(0), Some(999_999_999), Some(5_000_000)];
+            let pick = |n: u64, len: usize| (n % len as u64) as usize;
+            let msg = proto::Message {
+                r#type: MessageType::ClientResponse as i32,
+                query_address: (next() % 6 != 0)
+                    .then(|| Bytes::copy_from_slice(addresses[pick(next(), addresses.len())])),
+                query_port: (next() % 3 != 0).then(|| next() as u32),
+                query_time_sec: secs[pick(next(), secs.len())],
+                query_time_nsec: nsecs[pick(next(), nsecs.len())],
+                response_time_sec: secs[pick(next(), secs.len())],
+                response_time_nsec: nsecs[pick(next(), nsecs.len())],
+                response_message: Some(Bytes::from(dns.clone())),
+                ..Default::default()
+            };
+            let frame = proto::Dnstap { r#type: 1, message: Some(msg), ..Default::default() }.encode_to_vec();
+            let p = peek::peek(&frame).unwrap();
+            let fast = fast_observation(&frame, &p, MessageType::ClientResponse, simple, dns.len(), 12_345);
+            let m = proto::Dnstap::decode(&frame[..]).unwrap().message.unwrap();
+            let slow = Observation::parse(&m, MessageType::ClientResponse, &dns, 12_345).unwrap();
+            assert_eq!(fast, slow);
+            compared += 1;
+        }
+        assert!(compared > 1_000, "{compared}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn peek_agrees_with_prost_on_generated_fields(seed in 1u64..) {
+            let mut rng = seed;
+            let mut f = Vec::new();
+            fields(&mut rng, 0, false, &mut f);
+            proptest::prop_assert_eq!(by_peek(&f), by_prost(&f), "{:02x?}", f);
+        }
+
+        #[test]
+        fn peek_agrees_with_prost_on_arbitrary_bytes(f in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            proptest::prop_assert_eq!(by_peek(&f), by_prost(&f));
+        }
+
+        #[test]
+        fn peek_agrees_with_prost_on_mutated_frames(
+            edits in proptest::collection::vec((0usize..512, proptest::prelude::any::<u8>()), 1..4),
+        ) {
+            let mut f = frame(MessageType::ClientResponse, crate::dnstap::dnswire::tests::sample()).to_vec();
+            for (at, byte) in edits {
+                let i = at % f.len();
+                f[i] = byte;
+            }
+            proptest::prop_assert_eq!(by_peek(&f), by_prost(&f));
+        }
     }
 }
