@@ -55,7 +55,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_mb() { awk '/^VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 now() { date +%s.%N; }
 metric() { # NAME{labels} → value (0 if absent)
-    curl -s "http://$API/metrics" | awk -v k="$1" '$1 == k {print $2; f=1} END {if (!f) print 0}'
+    { curl -s "http://$API/metrics" || true; } | awk -v k="$1" '$1 == k {print $2; f=1} END {if (!f) print 0}'
 }
 
 run_one() { # MODE(on|off) RUN
@@ -149,7 +149,8 @@ EOF
     BIRD_PID=$!
     local deadline=$(($(date +%s) + TIMEOUT)) count=0 t_done=""
     while [ "$(date +%s)" -le "$deadline" ]; do
-        count=$(birdc -s "$dir/bird.ctl" show route count 2>/dev/null |
+        # (birdc fails until bird's control socket is up)
+        count=$({ birdc -s "$dir/bird.ctl" show route count 2>/dev/null || true; } |
             awk '$2 == "of" && $4 == "routes" {n += $1} END {print n + 0}')
         if [ "$count" -ge "$ROUTES" ]; then t_done=$(now); break; fi
         sleep 0.05
@@ -169,7 +170,7 @@ EOF
     local bytes msgs sent_ms
     bytes=$(metric 'dnsbgpd_bgp_update_bytes_total{neighbor="bird"}')
     msgs=$(metric 'dnsbgpd_bgp_messages_total{neighbor="bird",direction="out",type="update"}')
-    sent_ms=$(sed 's/\x1b\[[0-9;]*m//g' "$dir/dnsbgpd.log" | grep 'End-of-RIB' | grep -o 'elapsed_ms=[0-9]*' | tail -1 | cut -d= -f2)
+    sent_ms=$(sed 's/\x1b\[[0-9;]*m//g' "$dir/dnsbgpd.log" | grep 'End-of-RIB' | grep -o 'elapsed_ms=[0-9]*' | tail -1 | cut -d= -f2 || true)
     awk -v mode="$mode" -v run="$run" -v routes="$ROUTES" -v est="$est" -v tb="$t_bird" -v td="$t_done" \
         -v d0="$d_cpu0" -v d1="$d_cpu1" -v bc="$b_cpu" -v tck="$TCK" -v bytes="$bytes" -v msgs="$msgs" \
         -v sent="${sent_ms:-?}" -v rss0="$rss0" -v rss1="$rss1" -v brss="$bird_rss" -v fill="$(echo "$fill_out" | awk '/^seconds/ {print $2}')" 'BEGIN {
