@@ -80,9 +80,13 @@ EOF
             "$BIN/bgp-bench" fill --socket "$dir/dnstap.sock" --routes "$PREFILL" >/dev/null
         fi
         echo "== batch_interval=$batch run $run load $(cut -d' ' -f1 /proc/loadavg)"
+        cpu0=$(awk '{print $14 + $15}' "/proc/$DAEMON_PID/stat")
         "$BIN/bgp-bench" latency --socket "$dir/dnstap.sock" --bgp-listen "127.0.0.1:$bgp_port" \
             --rate "$RATE" --seconds "$SECONDS_" ${SAMPLES_DIR:+--samples-out "$SAMPLES_DIR/$batch-$run.txt"} 2>&1 |
-            grep -v '^waiting for'
+            grep -v '^waiting for\|^epoch'
+        cpu1=$(awk '{print $14 + $15}' "/proc/$DAEMON_PID/stat")
+        # (includes the End-of-RIB of a PREFILL table and the dnstap/store work)
+        echo "daemon CPU-seconds during the run: $(awk -v a="$cpu0" -v b="$cpu1" -v t="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (b - a) / t}')"
         stop_pid "$DAEMON_PID"
         DAEMON_PID=""
         rm -rf "$dir"
