@@ -299,33 +299,44 @@ pub fn parse_simple(msg: &[u8]) -> Option<SimpleResponse> {
 /// * only letters, digits, `_`, and `-` not first in a label (hickory
 ///   prints everything else escaped).
 pub fn hickory_name(msg: &[u8], pos: usize, out: &mut String) -> Option<usize> {
+    // The text is built in place and copied into `out` once.
+    let mut text = [0u8; 256];
+    let mut len = 0;
     let mut at = pos;
     let mut name_start = pos;
     let mut limit = usize::MAX;
     let mut after = None;
-    let mut encoded = 1;
     loop {
         if at >= limit {
             return None;
         }
         let b = *msg.get(at)?;
         match b & 0xC0 {
-            0x00 if b == 0 => return Some(after.unwrap_or(at + 1)),
+            0x00 if b == 0 => {
+                // Only ASCII letters, digits, '-', '_' and '.' were written.
+                out.push_str(std::str::from_utf8(&text[..len]).ok()?);
+                return Some(after.unwrap_or(at + 1));
+            }
             0x00 => {
-                let len = usize::from(b);
-                let label = msg.get(at + 1..at + 1 + len)?;
-                encoded += len + 1;
-                if encoded > 255
-                    || label[0] == b'-'
-                    || !label.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
-                {
+                let n = usize::from(b);
+                let label = msg.get(at + 1..at + 1 + n)?;
+                // hickory's limit: 255 bytes encoded, that is 253 of text.
+                let sep = usize::from(len > 0);
+                if len + sep + n > 253 || label[0] == b'-' {
                     return None;
                 }
-                if encoded > len + 2 {
-                    out.push('.');
+                if sep == 1 {
+                    text[len] = b'.';
+                    len += 1;
                 }
-                out.extend(label.iter().map(|c| char::from(c.to_ascii_lowercase())));
-                at += 1 + len;
+                for (dst, &c) in text[len..len + n].iter_mut().zip(label) {
+                    if !(c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+                        return None;
+                    }
+                    *dst = c.to_ascii_lowercase();
+                }
+                len += n;
+                at += 1 + n;
             }
             0xC0 => {
                 let target = usize::from(be16(msg, at)? & 0x3FFF);

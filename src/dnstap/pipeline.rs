@@ -237,8 +237,25 @@ mod peek {
 
         #[inline(never)]
         fn varint_long(&mut self) -> Result<u64> {
+            let rest = &self.buf[self.pos..];
+            if rest.len() >= 10 {
+                // Enough bytes for any varint: no bounds check per byte.
+                let b: &[u8; 10] = rest[..10].try_into().map_err(|_| Invalid)?;
+                let mut value = 0u64;
+                for (i, &b) in b.iter().enumerate() {
+                    value |= u64::from(b & 0x7F) << (7 * i);
+                    if b < 0x80 {
+                        if i == 9 && b >= 0x02 {
+                            return Err(Invalid);
+                        }
+                        self.pos += i + 1;
+                        return Ok(value);
+                    }
+                }
+                return Err(Invalid);
+            }
             let mut value = 0u64;
-            for (i, &b) in self.buf[self.pos..].iter().take(10).enumerate() {
+            for (i, &b) in rest.iter().enumerate() {
                 value |= u64::from(b & 0x7F) << (7 * i);
                 if b < 0x80 {
                     if i == 9 && b >= 0x02 {
@@ -352,58 +369,80 @@ mod peek {
     }
 
     /// The fields of `Message`, merged into `p`.
+    /// The wire type of each known `Message` field, by tag (`UNKNOWN`
+    /// for tags the message does not have).
+    const UNKNOWN: u8 = 0xFF;
+    const MESSAGE_FIELDS: [u8; 15] = [
+        UNKNOWN, // 0
+        VARINT,  // 1 type
+        VARINT,  // 2 socket_family
+        VARINT,  // 3 socket_protocol
+        LEN,     // 4 query_address
+        LEN,     // 5 response_address
+        VARINT,  // 6 query_port
+        VARINT,  // 7 response_port
+        VARINT,  // 8 query_time_sec
+        FIXED32, // 9 query_time_nsec
+        LEN,     // 10 query_message
+        LEN,     // 11 query_zone
+        VARINT,  // 12 response_time_sec
+        FIXED32, // 13 response_time_nsec
+        LEN,     // 14 response_message
+    ];
+
+    /// The fields of `Message`, merged into `p`. Known fields are checked
+    /// against a table and read by wire type (three well-predicted
+    /// branches rather than a jump per tag); the values are then sorted
+    /// out once.
     fn message(r: &mut Reader<'_>, p: &mut Peek, depth: u32) -> Result<()> {
+        let mut value = [0u64; 15];
+        let mut range = [(0usize, 0usize); 15];
+        let mut seen = 0u32;
         while r.pos < r.buf.len() {
             let (tag, wire_type) = r.key()?;
-            match tag {
-                1 => {
-                    expect(wire_type, VARINT)?;
-                    p.mtype = r.varint()? as i32;
-                }
-                // socket_family, socket_protocol, response_port
-                2 | 3 | 7 => {
-                    expect(wire_type, VARINT)?;
-                    r.varint()?;
-                }
-                6 => {
-                    expect(wire_type, VARINT)?;
-                    p.query_port = Some(r.varint()? as u32);
-                }
-                8 => {
-                    expect(wire_type, VARINT)?;
-                    p.query_time_sec = Some(r.varint()?);
-                }
-                12 => {
-                    expect(wire_type, VARINT)?;
-                    p.response_time_sec = Some(r.varint()?);
-                }
-                9 => {
-                    expect(wire_type, FIXED32)?;
-                    p.query_time_nsec = Some(r.fixed32()?);
-                }
-                13 => {
-                    expect(wire_type, FIXED32)?;
-                    p.response_time_nsec = Some(r.fixed32()?);
-                }
-                4 => {
-                    expect(wire_type, LEN)?;
-                    p.query_address = Some(r.bytes()?);
-                }
-                // response_address, query_zone
-                5 | 11 => {
-                    expect(wire_type, LEN)?;
-                    r.bytes()?;
-                }
-                10 => {
-                    expect(wire_type, LEN)?;
-                    p.query = Some(r.bytes()?);
-                }
-                14 => {
-                    expect(wire_type, LEN)?;
-                    p.response = Some(r.bytes()?);
-                }
-                _ => r.skip(wire_type, tag, depth)?,
+            let expected = MESSAGE_FIELDS.get(tag as usize).copied().unwrap_or(UNKNOWN);
+            if expected == UNKNOWN {
+                r.skip(wire_type, tag, depth)?;
+                continue;
             }
+            expect(wire_type, expected)?;
+            let t = tag as usize;
+            if wire_type == VARINT {
+                value[t] = r.varint()?;
+            } else if wire_type == LEN {
+                range[t] = r.bytes()?;
+            } else {
+                value[t] = u64::from(r.fixed32()?);
+            }
+            seen |= 1 << t;
+        }
+        let has = |t: usize| seen & (1 << t) != 0;
+        if has(1) {
+            p.mtype = value[1] as i32;
+        }
+        if has(4) {
+            p.query_address = Some(range[4]);
+        }
+        if has(6) {
+            p.query_port = Some(value[6] as u32);
+        }
+        if has(8) {
+            p.query_time_sec = Some(value[8]);
+        }
+        if has(9) {
+            p.query_time_nsec = Some(value[9] as u32);
+        }
+        if has(10) {
+            p.query = Some(range[10]);
+        }
+        if has(12) {
+            p.response_time_sec = Some(value[12]);
+        }
+        if has(13) {
+            p.response_time_nsec = Some(value[13] as u32);
+        }
+        if has(14) {
+            p.response = Some(range[14]);
         }
         Ok(())
     }
