@@ -165,9 +165,14 @@ impl Server {
         let mut name = NameBuf::new();
         let mut frames: u64 = 0;
         debug!(peer, "dnstap connection opened");
+        // One cancellation future for the whole connection: creating one
+        // per frame registered and deregistered a waiter (two lock round
+        // trips) for every frame.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         let close_reason = loop {
             let next = tokio::select! {
-                _ = shutdown.cancelled() => break "shutdown",
+                _ = &mut cancelled => break "shutdown",
                 f = framed.next() => f,
             };
             let frame = match next {
