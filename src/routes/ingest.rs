@@ -61,8 +61,10 @@ impl Ingest {
         lists.lookup(name) != 0 || self.cnames.contains(name)
     }
 
-    fn claims(&self, lists: &Lists, name: &str, now: UnixMillis, out: &mut Claims) {
-        let mask = lists.lookup_text(name);
+    /// `scratch` is a reusable buffer (a `NameBuf` is 400 bytes to set up).
+    fn claims(&self, lists: &Lists, name: &str, now: UnixMillis, scratch: &mut NameBuf, out: &mut Claims) {
+        // As `Lists::lookup_text`: a name that is not a valid name is claimed by no list.
+        let mask = if scratch.set_text(name).is_ok() { lists.lookup(scratch) } else { 0 };
         if mask != 0 {
             let domain: Arc<str> = Arc::from(name);
             for list in lists.names_in(mask) {
@@ -85,10 +87,11 @@ impl Ingest {
         let mut visited: SmallVec<[&str; 4]> = SmallVec::new();
         let mut current = Claims::new();
         let mut name = obs.qname.as_str();
-        self.claims(lists, name, now, &mut current);
+        let mut scratch = NameBuf::new();
+        self.claims(lists, name, now, &mut scratch, &mut current);
         visited.push(name);
         for _ in 0..MAX_CHAIN {
-            self.attribute_addresses(obs, name, &current, &mut result);
+            self.attribute_addresses(obs, name, &current, now, &mut result);
             let Some((target, ttl)) = obs.answers.iter().find_map(|a| match &a.data {
                 AnswerData::Cname(t) if a.name == name => Some((t.as_str(), a.ttl)),
                 _ => None,
@@ -106,21 +109,28 @@ impl Ingest {
             }
             name = target;
             visited.push(name);
-            self.claims(lists, name, now, &mut current);
+            self.claims(lists, name, now, &mut scratch, &mut current);
         }
         // Address records off the question's chain stand on their own.
         for a in &obs.answers {
             if matches!(a.data, AnswerData::A(_) | AnswerData::Aaaa(_)) && !visited.contains(&a.name.as_str()) {
                 visited.push(a.name.as_str());
                 let mut own = Claims::new();
-                self.claims(lists, &a.name, now, &mut own);
-                self.attribute_addresses(obs, &a.name, &own, &mut result);
+                self.claims(lists, &a.name, now, &mut scratch, &mut own);
+                self.attribute_addresses(obs, &a.name, &own, now, &mut result);
             }
         }
         result
     }
 
-    fn attribute_addresses(&self, obs: &Observation, owner: &str, claims: &Claims, result: &mut Ingested) {
+    fn attribute_addresses(
+        &self,
+        obs: &Observation,
+        owner: &str,
+        claims: &Claims,
+        now: UnixMillis,
+        result: &mut Ingested,
+    ) {
         if claims.is_empty() {
             return;
         }
@@ -135,7 +145,8 @@ impl Ingest {
                 AnswerData::Aaaa(v6) => IpAddr::V6(v6),
                 AnswerData::Cname(_) => continue,
             };
-            let expires = self.table.expiry_for_ttl(a.ttl);
+            // The time this observation is applied, read once for all its answers.
+            let expires = self.table.expiry_for_ttl_at(a.ttl, now);
             for (domain, list) in claims {
                 match self.table.upsert(addr, domain, list, expires, Source::Dns) {
                     Update::Added => result.added += 1,

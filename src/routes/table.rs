@@ -134,8 +134,13 @@ impl RouteTable {
 
     /// The expiry an answer with `ttl` seconds seen now gives.
     pub fn expiry_for_ttl(&self, ttl: u32) -> UnixMillis {
+        self.expiry_for_ttl_at(ttl, self.clock.now())
+    }
+
+    /// The expiry an answer with `ttl` seconds seen at `now` gives.
+    pub fn expiry_for_ttl_at(&self, ttl: u32, now: UnixMillis) -> UnixMillis {
         let ttl = (u64::from(ttl) * 1000).clamp(self.min_ttl, self.max_ttl);
-        self.clock.now() + ttl
+        now + ttl
     }
 
     /// The latest expiry accepted from elsewhere (store, peers): now + max_ttl.
