@@ -333,8 +333,7 @@ pub async fn run_pusher(sync: Arc<PeerSync>, peer: Arc<PeerHandle>, shutdown: Ca
     let mut head_rx = sync.log.watch_head();
     // Changes before now are the peer's pull's business.
     let mut pushed = sync.log.head();
-    let label = SyncMetrics::peer(&peer.settings.name);
-    let queue = sync.metrics.push_queue.get_or_create(&label).clone();
+    sync.metrics.push_queue.get_or_create(&SyncMetrics::peer(&peer.settings.name)).set(0);
     peer.status().pushed = pushed;
     loop {
         while sync.log.head() <= pushed {
@@ -343,7 +342,6 @@ pub async fn run_pusher(sync: Arc<PeerSync>, peer: Arc<PeerHandle>, shutdown: Ca
                 r = head_rx.changed() => if r.is_err() { return },
             }
         }
-        queue.set(sync.log.head().saturating_sub(pushed) as i64);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(sync.settings.push_interval) => {}
@@ -352,11 +350,9 @@ pub async fn run_pusher(sync: Arc<PeerSync>, peer: Arc<PeerHandle>, shutdown: Ca
             _ = shutdown.cancelled() => return,
             _ = push_pending(&sync, &peer, &mut conn, &mut pushed) => {}
         }
-        let backlog = sync.log.head().saturating_sub(pushed);
-        queue.set(backlog as i64);
-        let mut st = peer.status();
-        st.pushed = pushed;
-        st.push_queue = backlog;
+        // The backlog gauge is set where overflow is decided (push_pending),
+        // so it never shows more than push_queue.
+        peer.status().pushed = pushed;
     }
 }
 
@@ -369,6 +365,12 @@ async fn push_pending(sync: &Arc<PeerSync>, peer: &Arc<PeerHandle>, conn: &mut C
     loop {
         let head = sync.log.head();
         let backlog = head.saturating_sub(*pushed);
+        if backlog > sync.settings.push_queue as u64 {
+            sync.metrics.push_overflows.get_or_create(&label).inc();
+            warn!(peer = %name, backlog, limit = sync.settings.push_queue, "push backlog too long; the peer will catch up by pulling");
+            *pushed = head;
+            continue;
+        }
         sync.metrics.push_queue.get_or_create(&label).set(backlog as i64);
         {
             let mut st = peer.status();
@@ -377,12 +379,6 @@ async fn push_pending(sync: &Arc<PeerSync>, peer: &Arc<PeerHandle>, conn: &mut C
         }
         if backlog == 0 {
             return;
-        }
-        if backlog > sync.settings.push_queue as u64 {
-            sync.metrics.push_overflows.get_or_create(&label).inc();
-            warn!(peer = %name, backlog, limit = sync.settings.push_queue, "push backlog too long; the peer will catch up by pulling");
-            *pushed = head;
-            continue;
         }
         let log = sync.log.clone();
         let (from, limit) = (*pushed, sync.settings.page_size);

@@ -318,6 +318,72 @@ pub fn validate(raw: Option<Spanned<RawSync>>, base: &Path, problem: Report<'_>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{ConfigError, Settings};
+
+    const TOKEN: &str = "0123456789abcdef0123";
+
+    fn parse(dir: &Path, text: &str) -> Result<Settings, ConfigError> {
+        Settings::parse(&format!("[dnstap]\nsocket = \"/x.sock\"\n{text}"), Path::new("t.toml"), dir, None)
+    }
+
+    #[test]
+    fn full_section_parses_with_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b.token"), format!("{TOKEN}b\n")).unwrap();
+        let s = parse(
+            dir.path(),
+            &format!(
+                "[sync]\ntoken = \"{TOKEN}\"\ninterval = \"5s\"\n\
+                 [[sync.peer]]\nurl = \"http://127.0.0.1:9154/\"\ntoken = \"{TOKEN}a\"\n\
+                 [[sync.peer]]\nurl = \"http://[::1]:9155\"\nname = \"b\"\ntoken_file = \"b.token\"\n"
+            ),
+        )
+        .unwrap();
+        let sync = s.sync.unwrap();
+        assert_eq!(sync.token.expose(), TOKEN);
+        assert_eq!(sync.interval, Duration::from_secs(5));
+        assert_eq!(sync.push_interval, Duration::from_millis(200));
+        assert_eq!((sync.page_size, sync.push_queue, sync.max_body), (5_000, 100_000, 16 << 20));
+        assert_eq!(&*sync.peers[0].name, "127.0.0.1:9154");
+        assert_eq!(sync.peers[0].url, "http://127.0.0.1:9154");
+        assert_eq!(sync.peers[0].token.expose(), format!("{TOKEN}a"));
+        assert_eq!(&*sync.peers[1].name, "b");
+        assert_eq!(sync.peers[1].host, "::1");
+        assert_eq!(sync.peers[1].token.expose(), format!("{TOKEN}b"));
+        assert!(!format!("{sync:?}").contains(TOKEN), "tokens are never printed");
+        assert!(parse(dir.path(), "").unwrap().sync.is_none());
+    }
+
+    #[test]
+    fn problems_have_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = parse(
+            dir.path(),
+            &format!(
+                "[sync]\ntoken = \"short\"\n\
+                 [[sync.peer]]\nurl = \"ftp://x\"\ntoken = \"{TOKEN}\"\n\
+                 [[sync.peer]]\nurl = \"https://peer.example\"\ntoken = \"{TOKEN}\"\n\
+                 [[sync.peer]]\nurl = \"http://y\"\ntoken = \"{TOKEN}\"\ntoken_file = \"nope\"\n"
+            ),
+        )
+        .unwrap_err();
+        let lines: Vec<usize> = err.0.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![4, 6, 9, 14], "{err}");
+        assert!(err.0[0].message.contains("at least 16"), "{err}");
+        assert!(err.0[2].message.contains("ca_file"), "{err}");
+        let err = parse(
+            dir.path(),
+            "[sync]\ntoken = \"0123456789abcdef\"\n[[sync.peer]]\nurl = \"http://x\"\ntokn = \"y\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.0[0].line, 7, "{err}");
+        let err = parse(dir.path(), "[sync]\ninterval = \"1s\"\n").unwrap_err();
+        assert!(err.0[0].message.contains("needs `token` or `token_file`"), "{err}");
+        let err = parse(dir.path(), "[api]\ntls_cert = \"c.pem\"\n").unwrap_err();
+        assert!(err.0[0].message.contains("both tls_cert and tls_key"), "{err}");
+        let err = parse(dir.path(), "[api]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n").unwrap_err();
+        assert!(err.0[0].message.contains("c.pem"), "{err}");
+    }
 
     #[test]
     fn urls() {

@@ -3,6 +3,7 @@
 //! deadlines. Real DNS peers live in [`peers`].
 #![allow(dead_code)]
 
+pub mod frames;
 pub mod peers;
 
 use std::io::{Read, Write};
