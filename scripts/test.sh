@@ -16,6 +16,7 @@ packages=(
     "nsd-checkconf:nsd"
     "dig:bind9-dnsutils"
     "fstrm_capture:fstrm-bin"
+    "openssl:openssl"
 )
 missing=()
 for pair in "${packages[@]}"; do
