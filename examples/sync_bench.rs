@@ -243,12 +243,21 @@ fn main() -> Result<()> {
         }
     }
     let tmp = tempfile::tempdir()?;
+    // KEEP=1 keeps the instances' directories (logs, stores) for a look.
+    let (_cleanup, base) = if std::env::var_os("KEEP").is_some() {
+        let path = tmp.keep();
+        println!("keeping {}", path.display());
+        (None, path)
+    } else {
+        let path = tmp.path().to_path_buf();
+        (Some(tmp), path)
+    };
     let (a_api, b_api) = (free_addr()?, free_addr()?);
     // B reaches A, and A reaches B, through counting relays.
     let to_a = Relay::start(a_api)?;
     let to_b = Relay::start(b_api)?;
-    let mut a = Instance::configure(tmp.path(), "a", a_api, ("b", to_b.addr))?;
-    let mut b = Instance::configure(tmp.path(), "b", b_api, ("a", to_a.addr))?;
+    let mut a = Instance::configure(&base, "a", a_api, ("b", to_b.addr))?;
+    let mut b = Instance::configure(&base, "b", b_api, ("a", to_a.addr))?;
 
     println!("# Peer sync benchmark: {routes} routes, dnsbgpd {}", bin.display());
     a.start(&bin)?;
@@ -256,9 +265,11 @@ fn main() -> Result<()> {
     fill(&a.dir.join("dnstap.sock"), 0, routes)?;
     wait(Duration::from_secs(600), "A filled", || Ok(a.routes()? == u64::from(routes)))?;
     let table = started.elapsed();
+    let rss_table = a.rss_mib();
     wait(Duration::from_secs(600), "A's change log", || Ok(a.metric("dnsbgpd_sync_log_head")? >= f64::from(routes)))?;
     println!(
-        "fill A: {routes} routes in the table after {:.1} s, in the change log after {:.1} s; A RSS {:.0} MiB (peak {:.0} MiB)",
+        "fill A: {routes} routes in the table after {:.1} s (RSS {rss_table:.0} MiB), in the change log after {:.1} s; \
+         A RSS {:.0} MiB (peak {:.0} MiB)",
         table.as_secs_f64(),
         started.elapsed().as_secs_f64(),
         a.rss_mib(),

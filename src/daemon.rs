@@ -62,8 +62,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let (store_cycles_tx, store_cycles) = tokio::sync::watch::channel(0u64);
     let sync = match (&settings.sync, sync_metrics) {
         (Some(s), Some(m)) => {
-            let (t, l, rm) = (table.clone(), lists.clone(), metrics.clone());
-            Some(PeerSync::open(db, s, t, l, m, rm, r.min_ttl, r.max_ttl, store_cycles).context("peer sync")?)
+            let (s, t, l, rm, ttl) = (s.clone(), table.clone(), lists.clone(), metrics.clone(), (r.min_ttl, r.max_ttl));
+            let open = move || PeerSync::open(db, &s, t, l, m, rm, ttl.0, ttl.1, store_cycles);
+            Some(tokio::task::spawn_blocking(open).await?.context("peer sync")?)
         }
         _ => None,
     };

@@ -208,7 +208,7 @@ pub async fn run_writer(
 
 /// Writes every pending change and flushes once.
 pub async fn write_pending(store: &Arc<dyn RouteStore>, sub: &Subscription, metrics: &Arc<Metrics>) {
-    const BATCH: usize = 50_000;
+    const BATCH: usize = 2_000;
     if sub.pending() == 0 {
         return;
     }

@@ -237,7 +237,12 @@ pub async fn run_puller(sync: Arc<PeerSync>, peer: Arc<PeerHandle>, shutdown: Ca
             r = pull(&sync, &peer, &mut conn) => r,
         };
         let ok = result.is_ok();
+        let was_down = peer.status().up == Some(false);
         note(&sync, &peer, Via::Pull, result);
+        if ok && was_down {
+            // The peer is back: a push waiting out its backoff goes now.
+            peer.wake_push.notify_one();
+        }
         let wait = if ok {
             sync.metrics
                 .pull_seconds
@@ -445,14 +450,22 @@ async fn push_pending(sync: &Arc<PeerSync>, peer: &Arc<PeerHandle>, conn: &mut C
             Ok((status, reply)) => {
                 note(sync, peer, Via::Push, Err(error_text(status, &reply)));
                 failed = true;
-                tokio::time::sleep(backoff.next()).await;
+                retry_pause(peer, &mut backoff).await;
             }
             Err(e) => {
                 note(sync, peer, Via::Push, Err(e.to_string()));
                 failed = true;
-                tokio::time::sleep(backoff.next()).await;
+                retry_pause(peer, &mut backoff).await;
             }
         }
+    }
+}
+
+/// Waits before a push is retried, unless the peer is seen back first.
+async fn retry_pause(peer: &PeerHandle, backoff: &mut Backoff) {
+    tokio::select! {
+        _ = tokio::time::sleep(backoff.next()) => {}
+        _ = peer.wake_push.notified() => backoff.reset(),
     }
 }
 

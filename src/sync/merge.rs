@@ -302,7 +302,7 @@ mod tests {
 
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let db = sled::Config::new().path(dir.path()).flush_every_ms(None).open().unwrap();
         let log = Arc::new(ChangeLog::open(db).unwrap());
         let table =
             Arc::new(RouteTable::new(Clock::starting_at(NOW), Duration::from_secs(1), Duration::from_secs(3600)));

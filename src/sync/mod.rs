@@ -101,6 +101,8 @@ pub struct PeerHandle {
     status: Mutex<PeerStatus>,
     /// Wakes the pull loop (a push showed a gap, or the peer came back).
     pub wake_pull: Notify,
+    /// Cuts a push retry's backoff short (a pull from the peer worked).
+    pub wake_push: Notify,
 }
 
 impl PeerHandle {
@@ -158,6 +160,7 @@ impl PeerSync {
                 settings: p.clone(),
                 status: Mutex::new(PeerStatus { instance, ..PeerStatus::default() }),
                 wake_pull: Notify::new(),
+                wake_push: Notify::new(),
             }));
         }
         metrics.log_head.set(log.head() as i64);
@@ -240,18 +243,16 @@ impl PeerSync {
         // Own routes the log still lists but the table lost while we were
         // down (expired, unlisted): the dump does not cover addresses that
         // are not in the table at all.
-        let log = self.log.clone();
-        match tokio::task::spawn_blocking(move || log.live_addresses()).await {
-            Ok(Ok(live)) => {
-                let gone: Vec<(IpAddr, Vec<NameState>)> =
-                    live.into_iter().filter(|a| self.table.get(*a).is_none()).map(|a| (a, Vec::new())).collect();
-                if !gone.is_empty() {
-                    info!(routes = gone.len(), "withdrawing own routes that ended while stopped");
-                    self.record(gone).await;
-                }
-            }
-            Ok(Err(e)) => error!(error = %e, "cannot read the sync change log"),
-            Err(e) => error!(error = %e, "sync log check failed"),
+        let gone: Vec<(IpAddr, Vec<NameState>)> = self
+            .log
+            .live_addresses()
+            .into_iter()
+            .filter(|a| self.table.get(*a).is_none())
+            .map(|a| (a, Vec::new()))
+            .collect();
+        if !gone.is_empty() {
+            info!(routes = gone.len(), "withdrawing own routes that ended while stopped");
+            self.record(gone).await;
         }
         loop {
             let last = tokio::select! {
