@@ -138,10 +138,10 @@ impl Merger {
             }
             return out;
         }
-        if page.snapshot && page.since == 0 {
-            if via == Via::Pull {
-                self.metrics.snapshots.get_or_create(&SyncMetrics::peer(peer)).inc();
-            }
+        // Only a pull starts a snapshot: a push claiming one is applied as
+        // an ordinary page.
+        if via == Via::Pull && page.snapshot && page.since == 0 {
+            self.metrics.snapshots.get_or_create(&SyncMetrics::peer(peer)).inc();
             st.cursor = 0;
             st.snapshot = Some(FxHashSet::default());
         } else if page.since > st.cursor {
@@ -348,9 +348,11 @@ mod tests {
         assert_eq!((r.accepted, r.added, r.cursor), (1, 1, 1));
         let route = f.table.get("198.51.100.1".parse().unwrap()).unwrap();
         assert_eq!(route.attributions[0].source, Source::Peer(Arc::from("peer-a")));
-        // Re-delivery is a duplicate.
-        let r = f.merger.apply(&page(0, 1, false, false, vec![a]), Via::Push, "a", "me");
+        // Re-delivery is a duplicate, also in a push that claims a snapshot.
+        let r = f.merger.apply(&page(0, 1, false, false, vec![a.clone()]), Via::Push, "a", "me");
         assert_eq!((r.duplicates, r.accepted), (1, 0));
+        let r = f.merger.apply(&page(0, 1, true, false, vec![a]), Via::Push, "a", "me");
+        assert_eq!((r.duplicates, r.cursor), (1, 1));
         // A push that does not continue from the cursor is a gap.
         let b = change(5, "198.51.100.2", &[("www.listed.test", 60_000)]);
         let r = f.merger.apply(&page(4, 5, false, false, vec![b.clone()]), Via::Push, "a", "me");
