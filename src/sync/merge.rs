@@ -311,6 +311,7 @@ mod tests {
             file: PathBuf::from("vpn.txt"),
             communities: vec![],
             large_communities: vec![],
+            ..Default::default()
         }];
         let lists = Arc::new(ArcSwap::from_pointee(Lists::compile(&settings, &["listed.test\n".to_string()]).0));
         let mut registry = prometheus_client::registry::Registry::default();

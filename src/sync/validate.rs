@@ -189,6 +189,7 @@ mod tests {
             file: PathBuf::from("vpn.txt"),
             communities: vec![],
             large_communities: vec![],
+            ..Default::default()
         }];
         let lists = Lists::compile(&settings, &["listed.test\n".to_string()]).0;
         let now = 1_000_000;
