@@ -22,6 +22,7 @@ packages=(
     "gobgp:gobgpd"
     "vtysh:frr"
     "ip:iproute2"
+    "openssl:openssl"
 )
 missing=()
 for pair in "${packages[@]}"; do

@@ -170,6 +170,7 @@ struct RawConfig {
     api: Option<RawApi>,
     #[serde(default)]
     bgp: Option<crate::bgp::config::RawBgp>,
+    sync: Option<Spanned<crate::sync::config::RawSync>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,6 +212,8 @@ struct RawList {
 #[serde(deny_unknown_fields)]
 struct RawApi {
     listen: Option<SocketAddr>,
+    tls_cert: Option<Spanned<PathBuf>>,
+    tls_key: Option<Spanned<PathBuf>>,
 }
 
 /// Typed, validated settings.
@@ -224,6 +227,8 @@ pub struct Settings {
     pub api: ApiSettings,
     /// The BGP speaker; `None` when `[bgp]` is absent.
     pub bgp: Option<crate::bgp::config::BgpSettings>,
+    /// Peer sync; `None` without a `[sync]` section.
+    pub sync: Option<crate::sync::config::SyncSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -262,6 +267,8 @@ pub struct ListSettings {
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
     pub listen: SocketAddr,
+    /// Certificate chain and private key (PEM) to serve HTTPS instead of HTTP.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 64 * 1024;
@@ -303,7 +310,7 @@ fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
-fn resolve(base: &Path, path: &Path) -> PathBuf {
+pub(crate) fn resolve(base: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() || base.as_os_str().is_empty() { path.to_path_buf() } else { base.join(path) }
 }
 
@@ -441,9 +448,23 @@ fn validate(
         });
     }
 
-    let api = ApiSettings {
-        listen: raw.api.and_then(|a| a.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9153))),
+    let (listen, tls_cert, tls_key) = raw.api.map(|a| (a.listen, a.tls_cert, a.tls_key)).unwrap_or_default();
+    let tls = match (tls_cert, tls_key) {
+        (None, None) => None,
+        (Some(c), Some(k)) => {
+            let (cert, key) = (resolve(base, c.get_ref()), resolve(base, k.get_ref()));
+            if let Err(e) = crate::tls::server_config(&cert, &key) {
+                problem(c.span(), e);
+            }
+            Some((cert, key))
+        }
+        (Some(s), None) | (None, Some(s)) => {
+            problem(s.span(), "[api] needs both tls_cert and tls_key for HTTPS".into());
+            None
+        }
     };
+    let api = ApiSettings { listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9153))), tls };
+    let sync = crate::sync::config::validate(raw.sync, base, &mut problem);
 
     let bgp = raw.bgp.map(|b| crate::bgp::config::validate(b, &mut problem));
 
@@ -470,6 +491,7 @@ fn validate(
         lists,
         api,
         bgp,
+        sync,
     })
 }
 

@@ -30,6 +30,8 @@ use crate::lists::watch::{self, ReloadCause};
 use crate::routes::ingest::Ingest;
 use crate::routes::store::{self, RouteStore, SledStore};
 use crate::routes::{Clock, RouteEvent, RouteTable};
+use crate::sync::PeerSync;
+use crate::sync::metrics::SyncMetrics;
 
 /// How often expired routes are looked for (expiry is within this of due).
 const EXPIRY_TICK: Duration = Duration::from_millis(250);
@@ -40,6 +42,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let tracker = TaskTracker::new();
     let mut registry = Metrics::new();
     let bgp_metrics = BgpMetrics::register(&mut registry.registry);
+    let sync_metrics = settings.sync.as_ref().map(|_| SyncMetrics::register(&mut registry.registry));
     let metrics = Arc::new(registry);
 
     let (lists, problems) = Lists::load(&settings.lists)?;
@@ -55,9 +58,19 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let store_dir = r.store.clone();
     let cache = r.store_cache;
     let sled = tokio::task::spawn_blocking(move || SledStore::open(&store_dir, cache)).await??;
+    let db = sled.db().clone();
     let store: Arc<dyn RouteStore> = Arc::new(sled);
     let table = Arc::new(RouteTable::new(Clock::new(), r.min_ttl, r.max_ttl));
     let ingest = Arc::new(Ingest::new(table.clone()));
+    let (store_cycles_tx, store_cycles) = tokio::sync::watch::channel(0u64);
+    let sync = match (&settings.sync, sync_metrics) {
+        (Some(s), Some(m)) => {
+            let (s, t, l, rm, ttl) = (s.clone(), table.clone(), lists.clone(), metrics.clone(), (r.min_ttl, r.max_ttl));
+            let open = move || PeerSync::open(db, &s, t, l, m, rm, ttl.0, ttl.1, store_cycles);
+            Some(tokio::task::spawn_blocking(open).await?.context("peer sync")?)
+        }
+        _ => None,
+    };
 
     let api_listener = TcpListener::bind(settings.api.listen)
         .await
@@ -74,13 +87,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         bgp: Default::default(),
     });
     {
-        let shutdown = shutdown.clone();
-        let app = api::router(api_state.clone());
-        tracker.spawn(async move {
-            if let Err(e) = axum::serve(api_listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
-                error!(error = %e, "API server failed");
-            }
-        });
+        let mut app = api::router(api_state.clone());
+        if let Some(s) = &sync {
+            app = app.merge(crate::sync::server::router(s.clone()));
+        }
+        let tls = match &settings.api.tls {
+            Some((cert, key)) => Some(crate::tls::server_config(cert, key).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        tracker.spawn(crate::tls::serve_api(api_listener, app, tls, shutdown.clone()));
     }
     info!(listen = %api_addr, "API listening");
 
@@ -111,7 +126,17 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         store = %r.store.display(),
         "route store loaded"
     );
-    tracker.spawn(store::run_writer(store, store_sub, r.flush_interval, metrics.clone(), shutdown.clone()));
+    tracker.spawn(store::run_writer(
+        store,
+        store_sub,
+        r.flush_interval,
+        metrics.clone(),
+        shutdown.clone(),
+        store_cycles_tx,
+    ));
+    if let Some(s) = &sync {
+        s.start(&tracker, shutdown.clone());
+    }
 
     // BGP: after the store is loaded, so that a restarted speaker announces
     // the stored table before End-of-RIB (graceful restart).
@@ -164,6 +189,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     info!("shutting down");
     tracker.close();
     tracker.wait().await;
+    if let Some(s) = &sync {
+        s.close();
+    }
     drop(_socket_file);
     info!("stopped");
     Ok(())

@@ -3,7 +3,8 @@
 //! The resolver's dnstap stream ([`dnstap`]) is matched against domain
 //! lists ([`lists`]); the addresses of listed names become routes in a
 //! table with TTLs and an on-disk store ([`routes`]); the HTTP API
-//! ([`api`]) shows them. [`daemon`] wires the parts; `main.rs` is the CLI.
+//! ([`api`]) shows them; [`sync`] shares them between instances. [`daemon`]
+//! wires the parts; `main.rs` is the CLI.
 
 pub mod api;
 pub mod bgp;
@@ -13,6 +14,8 @@ pub mod dnstap;
 pub mod lists;
 pub mod names;
 pub mod routes;
+pub mod sync;
+pub mod tls;
 
 /// The version shown by `--version` and the API.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

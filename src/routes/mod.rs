@@ -21,14 +21,15 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 pub use clock::{Clock, UnixMillis};
-pub use table::{RouteTable, Subscription};
+pub use table::{Replaced, RouteTable, Subscription};
 
 /// Where a route's attribution came from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Source {
     /// An answer seen on this instance's dnstap stream.
     Dns,
-    /// Learned from a sync peer (its name).
+    /// Learned from a sync peer: the instance id of the origin, the
+    /// instance whose resolver saw the answer.
     Peer(Arc<str>),
 }
 

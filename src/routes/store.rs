@@ -180,12 +180,16 @@ impl RouteStore for SledStore {
 
 /// Drains `sub` into the store every `interval` until `shutdown`, then
 /// once more. Errors are logged and counted; the table keeps serving.
+/// `cycles` counts completed write cycles: every change made before a
+/// cycle began is durable once it completes (peer sync saves its cursors
+/// by it).
 pub async fn run_writer(
     store: Arc<dyn RouteStore>,
     sub: Subscription,
     interval: Duration,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
+    cycles: tokio::sync::watch::Sender<u64>,
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -195,6 +199,7 @@ pub async fn run_writer(
             _ = tick.tick() => false,
         };
         write_pending(&store, &sub, &metrics).await;
+        cycles.send_modify(|c| *c += 1);
         if last {
             return;
         }
@@ -203,7 +208,7 @@ pub async fn run_writer(
 
 /// Writes every pending change and flushes once.
 pub async fn write_pending(store: &Arc<dyn RouteStore>, sub: &Subscription, metrics: &Arc<Metrics>) {
-    const BATCH: usize = 50_000;
+    const BATCH: usize = 2_000;
     if sub.pending() == 0 {
         return;
     }

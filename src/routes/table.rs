@@ -14,6 +14,11 @@
 //! comes due), so the heap stays at one entry per route however often
 //! names are refreshed.
 //!
+//! Attributions are keyed by (domain, list, source): the instance's own
+//! answers and each sync peer keep separate expiries, so when a peer says
+//! its attribution is gone ([`RouteTable::replace_source`]) only that one
+//! goes, and the route stays while anyone else still vouches for it.
+//!
 //! Subscribers: every subscriber has a set of addresses that changed since
 //! it last drained, and a `Notify`. Draining turns the set into events with
 //! the routes' *current* state, so a slow subscriber never makes the table
@@ -43,6 +48,19 @@ pub enum Update {
     /// An attribution's expiry moved later.
     Refreshed,
     /// Nothing changed (an older or equal expiry).
+    Unchanged,
+}
+
+/// What [`RouteTable::replace_source`] did to the route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replaced {
+    /// The route is new.
+    Added,
+    /// Its attributions changed (gained, lost or extended).
+    Changed,
+    /// It lost its last attribution and is gone.
+    Removed,
+    /// Nothing changed.
     Unchanged,
 }
 
@@ -148,7 +166,8 @@ impl RouteTable {
         self.clock.now() + self.max_ttl
     }
 
-    /// Adds or refreshes the attribution of `addr` to `domain` in `list`.
+    /// Adds or refreshes the attribution of `addr` to `domain` in `list`
+    /// from `source`.
     pub fn upsert(
         &self,
         addr: IpAddr,
@@ -170,20 +189,17 @@ impl RouteTable {
                 Update::Added
             }
             Some(entry) => {
-                if let Some(a) = entry.attributions.iter_mut().find(|a| a.domain == *domain && a.list == *list) {
+                let same = |a: &Attribution| a.domain == *domain && a.list == *list && a.source == source;
+                if let Some(a) = entry.attributions.iter_mut().find(|a| same(a)) {
                     if expires <= a.expires {
                         return Update::Unchanged;
                     }
-                    let old_max = entry.attributions.iter().map(|a| a.expires).max().unwrap_or(0);
-                    let a = entry
-                        .attributions
-                        .iter_mut()
-                        .find(|a| a.domain == *domain && a.list == *list)
-                        .expect("found above");
+                    // Granularity is judged per attribution: a refresh of
+                    // one source must reach subscribers even while another
+                    // source's longer attribution dominates the route.
+                    let old = a.expires;
                     a.expires = expires;
-                    a.source = source;
-                    let new_max = old_max.max(expires);
-                    st.mark_refresh(addr, old_max, new_max);
+                    st.mark_refresh(addr, old, expires);
                     return Update::Refreshed;
                 }
                 let before = entry.attributions.clone();
@@ -202,6 +218,129 @@ impl RouteTable {
                 Update::Changed
             }
         }
+    }
+
+    /// Sets the attributions `source` gives `addr` to exactly `names`
+    /// (domain, list, expiry) — what a sync peer reports as its current
+    /// state for the address. For a (domain, list) the source already had,
+    /// the later expiry wins; its attributions missing from `names` are
+    /// removed; other sources' attributions are untouched. Expiries are
+    /// capped at now + max_ttl and names already expired are ignored.
+    /// Returns what happened to the route.
+    pub fn replace_source(
+        &self,
+        addr: IpAddr,
+        source: &Source,
+        names: &[(Arc<str>, Arc<str>, UnixMillis)],
+    ) -> Replaced {
+        let addr = canonical(addr);
+        let now = self.clock.now();
+        let limit = now + self.max_ttl;
+        let mut st = self.lock();
+        let st = &mut *st;
+        let before: SmallVec<[Attribution; 1]> =
+            st.routes.get(&addr).map(|e| e.attributions.clone()).unwrap_or_default();
+        let mut after: SmallVec<[Attribution; 1]> = before.iter().filter(|a| a.source != *source).cloned().collect();
+        let mut refreshed: SmallVec<[(UnixMillis, UnixMillis); 1]> = SmallVec::new();
+        let mut membership_changed = false;
+        for (domain, list, expires) in names {
+            let expires = (*expires).min(limit);
+            if expires <= now || after.iter().any(|a| a.source == *source && a.domain == *domain && a.list == *list) {
+                continue;
+            }
+            let old = before.iter().find(|a| a.source == *source && a.domain == *domain && a.list == *list);
+            match old {
+                Some(o) if o.expires >= expires => after.push(o.clone()),
+                Some(o) => {
+                    refreshed.push((o.expires, expires));
+                    after.push(Attribution { expires, ..o.clone() });
+                }
+                None => {
+                    membership_changed = true;
+                    after.push(Attribution {
+                        domain: domain.clone(),
+                        list: list.clone(),
+                        expires,
+                        source: source.clone(),
+                    });
+                }
+            }
+        }
+        let kept = after.iter().filter(|a| a.source == *source).count();
+        let had = before.iter().filter(|a| a.source == *source).count();
+        // Without a new key, the key set changed exactly when some were dropped.
+        membership_changed |= kept != had;
+        if !membership_changed && refreshed.is_empty() {
+            return Replaced::Unchanged;
+        }
+        let result = match (before.is_empty(), after.is_empty()) {
+            (true, true) => return Replaced::Unchanged,
+            (true, false) => Replaced::Added,
+            (false, true) => Replaced::Removed,
+            (false, false) => Replaced::Changed,
+        };
+        st.count_lists(&before, -1);
+        st.count_lists(&after, 1);
+        if after.is_empty() {
+            st.routes.remove(&addr);
+            st.mark(addr);
+            return result;
+        }
+        let earliest = after.iter().map(|a| a.expires).min().unwrap_or(now);
+        let reschedule = match st.routes.get_mut(&addr) {
+            Some(e) => {
+                e.attributions = after;
+                let r = earliest < e.scheduled;
+                if r {
+                    e.scheduled = earliest;
+                }
+                r
+            }
+            None => {
+                st.routes.insert(addr, Entry { attributions: after, scheduled: earliest });
+                true
+            }
+        };
+        if reschedule {
+            st.schedule(addr, earliest);
+        }
+        if membership_changed {
+            st.mark(addr);
+        } else {
+            for (old, new) in refreshed {
+                st.mark_refresh(addr, old, new);
+            }
+        }
+        result
+    }
+
+    /// Removes every attribution of `source` on addresses not in `keep`
+    /// (a sync peer's full snapshot did not mention them, or the peer's
+    /// store was replaced). Returns the addresses of routes left without
+    /// any attribution, which are removed.
+    pub fn sweep_source(&self, source: &Source, keep: &FxHashSet<IpAddr>) -> Vec<IpAddr> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let mut changed = Vec::new();
+        for (addr, entry) in st.routes.iter_mut() {
+            if keep.contains(addr) || !entry.attributions.iter().any(|a| a.source == *source) {
+                continue;
+            }
+            let before = entry.attributions.clone();
+            entry.attributions.retain(|a| a.source != *source);
+            changed.push((*addr, before, entry.attributions.clone()));
+        }
+        let mut removed = Vec::new();
+        for (addr, before, after) in changed {
+            st.count_lists(&before, -1);
+            st.count_lists(&after, 1);
+            if after.is_empty() {
+                st.routes.remove(&addr);
+                removed.push(addr);
+            }
+            st.mark(addr);
+        }
+        removed
     }
 
     /// Inserts routes read from the store at start-up: attributions already
@@ -578,6 +717,93 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sources_keep_separate_attributions() {
+        let t = table(Duration::from_secs(1), H);
+        let sub = t.subscribe(false, None);
+        let (d, l) = (s("www.listed.test"), s("vpn"));
+        let addr = a("198.51.100.7");
+        let peer = Source::Peer(s("peer-a"));
+        let far = 1_000_000 + 600_000;
+        assert_eq!(t.upsert(addr, &d, &l, t.expiry_for_ttl(60), Source::Dns), Update::Added);
+        assert_eq!(t.replace_source(addr, &peer, &[(d.clone(), l.clone(), far)]), Replaced::Changed);
+        assert_eq!(t.get(addr).unwrap().attributions.len(), 2);
+        assert_eq!(t.per_list(), vec![(s("vpn"), 1)]);
+        // The same report again, or an older one, changes nothing.
+        assert_eq!(t.replace_source(addr, &peer, &[(d.clone(), l.clone(), far)]), Replaced::Unchanged);
+        assert_eq!(t.replace_source(addr, &peer, &[(d.clone(), l.clone(), far - 1)]), Replaced::Unchanged);
+        // A local refresh does not touch the peer's attribution.
+        assert_eq!(t.upsert(addr, &d, &l, t.expiry_for_ttl(120), Source::Dns), Update::Refreshed);
+        let r = t.get(addr).unwrap();
+        assert_eq!(r.attributions.iter().find(|x| x.source == peer).unwrap().expires, far);
+        sub.drain(10);
+        // The peer withdraws: only its attribution goes.
+        assert_eq!(t.replace_source(addr, &peer, &[]), Replaced::Changed);
+        let r = t.get(addr).unwrap();
+        assert_eq!(r.attributions.len(), 1);
+        assert_eq!(r.attributions[0].source, Source::Dns);
+        assert_eq!(sub.drain(10).len(), 1);
+        // Peer-only route: withdrawn means removed, and subscribers hear it.
+        let other = a("2001:db8::9");
+        assert_eq!(t.replace_source(other, &peer, &[(d.clone(), l.clone(), far)]), Replaced::Added);
+        assert_eq!(t.replace_source(other, &peer, &[]), Replaced::Removed);
+        assert!(t.get(other).is_none());
+        assert_eq!(sub.drain(10), vec![RouteEvent::Removed(other)]);
+        assert_eq!(t.per_list(), vec![(s("vpn"), 1)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn peer_attributions_expire_cap_and_refresh() {
+        let t = table(Duration::from_secs(1), H);
+        let sub = t.subscribe(false, Some(Duration::from_secs(10)));
+        let (d, l) = (s("x.test"), s("vpn"));
+        let peer = Source::Peer(s("peer-a"));
+        let addr = a("198.51.100.1");
+        // Expired names are ignored; expiries beyond max_ttl are capped.
+        assert_eq!(t.replace_source(addr, &peer, &[(d.clone(), l.clone(), 999_999)]), Replaced::Unchanged);
+        assert_eq!(t.replace_source(addr, &peer, &[(d.clone(), l.clone(), u64::MAX / 2)]), Replaced::Added);
+        assert_eq!(t.get(addr).unwrap().expires(), 1_000_000 + 3_600_000);
+        t.replace_source(addr, &peer, &[]);
+        sub.drain(10);
+        // Short-lived peer route: refreshes within the granularity are
+        // quiet, crossing it is an event; the route expires on time.
+        t.replace_source(addr, &peer, &[(d.clone(), l.clone(), 1_005_000)]);
+        assert_eq!(sub.drain(10).len(), 1);
+        assert_eq!(t.replace_source(addr, &peer, &[(d.clone(), l.clone(), 1_006_000)]), Replaced::Changed);
+        assert!(sub.drain(10).is_empty());
+        t.replace_source(addr, &peer, &[(d.clone(), l.clone(), 1_012_000)]);
+        assert_eq!(sub.drain(10).len(), 1);
+        tokio::time::advance(Duration::from_millis(11_999)).await;
+        assert!(t.expire().is_empty());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(t.expire(), vec![addr]);
+        // A second name replaces the first.
+        t.replace_source(addr, &peer, &[(d.clone(), l.clone(), 1_100_000)]);
+        t.replace_source(addr, &peer, &[(s("y.test"), l.clone(), 1_100_000)]);
+        let r = t.get(addr).unwrap();
+        assert_eq!(r.attributions.len(), 1);
+        assert_eq!(&*r.attributions[0].domain, "y.test");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sweep_removes_one_source_except_kept() {
+        let t = table(Duration::from_secs(1), H);
+        let (d, l) = (s("x.test"), s("vpn"));
+        let (p, q) = (Source::Peer(s("p")), Source::Peer(s("q")));
+        let far = 2_000_000;
+        for i in 1..=3u8 {
+            t.replace_source(IpAddr::from([198, 51, 100, i]), &p, &[(d.clone(), l.clone(), far)]);
+        }
+        t.replace_source(a("198.51.100.3"), &q, &[(d.clone(), l.clone(), far)]);
+        let keep: FxHashSet<IpAddr> = [a("198.51.100.1")].into_iter().collect();
+        let mut removed = t.sweep_source(&p, &keep);
+        removed.sort();
+        assert_eq!(removed, vec![a("198.51.100.2")]);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.get(a("198.51.100.3")).unwrap().attributions[0].source, q);
+        assert_eq!(t.per_list(), vec![(s("vpn"), 2)]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,6 +5,7 @@
 
 pub mod bgp_peers;
 pub mod feed;
+pub mod frames;
 pub mod peers;
 
 use std::io::{Read, Write};

@@ -1,0 +1,205 @@
+//! The sync endpoints on the API listener.
+//!
+//! * `GET /api/v1/sync/changes?since=N&limit=M` — a page of this instance's
+//!   change log (token required);
+//! * `POST /api/v1/sync/push` — a page from a peer (token required; body
+//!   limited to `max_body`, 413 beyond);
+//! * `GET /api/v1/sync/peers` — the state of every configured peer.
+//!
+//! The token is checked (in constant time) before the body is read. A body
+//! that is not a well-formed page is a 400 with a message; entries that
+//! fail validation are rejected one by one and the rest is applied.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use tracing::{debug, warn};
+
+use super::PeerSync;
+use super::config::MAX_PAGE;
+use super::merge::{self, Via};
+use super::metrics::SyncMetrics;
+use super::protocol::{ErrorReply, Page, PushReply, truncate, valid_instance};
+
+/// The sync routes, to merge into the API router.
+pub fn router(sync: Arc<PeerSync>) -> Router {
+    let authenticated = Router::new()
+        .route("/api/v1/sync/changes", get(changes))
+        .route("/api/v1/sync/push", post(push))
+        .layer(DefaultBodyLimit::max(sync.settings.max_body))
+        .route_layer(middleware::from_fn_with_state(sync.clone(), authenticate));
+    Router::new().route("/api/v1/sync/peers", get(peers)).merge(authenticated).with_state(sync)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(ErrorReply { error: message.into(), cursor: None })).into_response()
+}
+
+/// Compares in time that depends only on the expected token's length.
+pub fn constant_time_eq(expected: &[u8], given: &[u8]) -> bool {
+    let mut diff = u8::from(expected.len() != given.len());
+    for (i, e) in expected.iter().enumerate() {
+        diff |= e ^ given.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+async fn authenticate(State(sync): State<Arc<PeerSync>>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")).unwrap_or_default();
+    if !constant_time_eq(sync.settings.token.expose().as_bytes(), given) {
+        sync.metrics.reject_request("auth");
+        debug!(path = %req.uri().path(), "sync request with a missing or wrong token");
+        let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong token");
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    next.run(req).await
+}
+
+#[derive(Deserialize)]
+struct ChangesQuery {
+    since: u64,
+    limit: Option<usize>,
+    /// The asking instance, for metric labels only.
+    instance: Option<String>,
+}
+
+async fn changes(State(sync): State<Arc<PeerSync>>, query: Result<Query<ChangesQuery>, QueryRejection>) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => {
+            sync.metrics.reject_request("page");
+            return error(StatusCode::BAD_REQUEST, format!("bad query: {}", e.body_text()));
+        }
+    };
+    sync.metrics.requests.get_or_create(&SyncMetrics::endpoint("changes")).inc();
+    let limit = q.limit.unwrap_or(sync.settings.page_size).clamp(1, MAX_PAGE);
+    let log = sync.log.clone();
+    let page = match tokio::task::spawn_blocking(move || log.read(q.since, limit)).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    if page.snapshot {
+        sync.metrics.snapshots_served.inc();
+    }
+    let peer = match q.instance {
+        Some(i) if valid_instance(&i) => sync.peer_name_of(&i),
+        _ => "unknown".into(),
+    };
+    sync.metrics.sent.get_or_create(&SyncMetrics::peer_via(&peer, "pull")).inc_by(page.changes.len() as u64);
+    let body = match serde_json::to_vec(&page) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    sync.metrics.server_bytes.get_or_create(&SyncMetrics::endpoint("changes")).inc_by(body.len() as u64);
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn push(State(sync): State<Arc<PeerSync>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            sync.metrics.reject_request("too_large");
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body larger than max_body ({} bytes)", sync.settings.max_body),
+            );
+        }
+        Err(e) => {
+            sync.metrics.reject_request("json");
+            return error(e.status(), e.body_text());
+        }
+    };
+    sync.metrics.requests.get_or_create(&SyncMetrics::endpoint("push")).inc();
+    sync.metrics.server_bytes.get_or_create(&SyncMetrics::endpoint("push")).inc_by(body.len() as u64);
+    if !sync.ready.load(Ordering::Acquire) {
+        sync.metrics.reject_request("not_ready");
+        return error(StatusCode::SERVICE_UNAVAILABLE, "starting: the route table is not loaded yet");
+    }
+    let page: Page = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            sync.metrics.reject_request("json");
+            return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}"));
+        }
+    };
+    if let Err(e) = merge::check(&page) {
+        sync.metrics.reject_request("page");
+        return error(StatusCode::BAD_REQUEST, format!("invalid page: {e}"));
+    }
+    let peer = sync.peer_name_of(&page.instance);
+    let s = sync.clone();
+    let label = peer.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let applied = s.merger.apply(&page, Via::Push, &label, s.id());
+        (applied, page)
+    })
+    .await;
+    let (applied, page) = match result {
+        Ok(x) => x,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    if applied.gap {
+        sync.metrics.reject_request("gap");
+        sync.wake_pulls_for(&page.instance);
+        debug!(peer, since = page.since, cursor = applied.cursor, "push after a gap; pulling instead");
+        let body = ErrorReply {
+            error: format!(
+                "gap: this push continues from {}, the cursor here is {}; pulling",
+                page.since, applied.cursor
+            ),
+            cursor: Some(applied.cursor),
+        };
+        return (StatusCode::CONFLICT, Json(body)).into_response();
+    }
+    if applied.rejected > 0 {
+        let first = applied.errors.first().map(|e| format!("{}: {}", e.reason, e.detail)).unwrap_or_default();
+        warn!(
+            peer,
+            instance = %truncate(&page.instance),
+            rejected = applied.rejected,
+            accepted = applied.accepted,
+            first = %first,
+            "pushed entries rejected"
+        );
+    }
+    Json(PushReply {
+        instance: sync.id().to_string(),
+        cursor: applied.cursor,
+        accepted: applied.accepted,
+        rejected: applied.rejected,
+        duplicates: applied.duplicates,
+        errors: applied.errors,
+    })
+    .into_response()
+}
+
+async fn peers(State(sync): State<Arc<PeerSync>>) -> Response {
+    Json(sync.view()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"0123456789abcdef", b"0123456789abcdef"));
+        assert!(!constant_time_eq(b"0123456789abcdef", b"0123456789abcdeF"));
+        assert!(!constant_time_eq(b"0123456789abcdef", b"0123456789abcde"));
+        assert!(!constant_time_eq(b"0123456789abcdef", b"0123456789abcdef0"));
+        assert!(!constant_time_eq(b"0123456789abcdef", b""));
+    }
+}
