@@ -621,7 +621,9 @@ pub(crate) mod tests {
                     let c = match next() % 30 {
                         0 => b'-',
                         1 => b'_',
-                        2 if next().is_multiple_of(8) => [b' ', b'.', b'*', b'\\', 0xFF, 0x00, b'@'][(next() % 7) as usize],
+                        2 if next().is_multiple_of(8) => {
+                            [b' ', b'.', b'*', b'\\', 0xFF, 0x00, b'@'][(next() % 7) as usize]
+                        }
                         3..=8 => b'A' + (next() % 26) as u8,
                         9..=12 => b'0' + (next() % 10) as u8,
                         _ => b'a' + (next() % 26) as u8,
