@@ -9,6 +9,14 @@
 # time (utime+stime from /proc/PID/stat) over the load, frames/s, CPU-µs
 # per frame, what /metrics counted, and VmRSS/VmHWM. Build first:
 #   cargo build --release --bins
+#
+# Environment: BIN (directory of the binaries, default target/release),
+# STORE_CACHE ([routes] store_cache in bytes), PERF (arguments of a `perf`
+# attached to the daemon during the load), LOAD_WRAP (command prefix for
+# dnstap-load, e.g. "/usr/bin/time -v"), WAIT_STORE=1 (before measuring
+# memory, wait until the store writer has written every route),
+# RESTART=1 (then restart the daemon on its store and report the time
+# to ready and its memory).
 set -euo pipefail
 
 FRAMES=${1:-10000000}
@@ -86,7 +94,16 @@ fi
 # The store writer flushes once a second: let it catch up before measuring memory.
 sleep 3
 CPU2=$(cpu)
-
+if [[ -n ${WAIT_STORE:-} ]]; then
+    echo "after the load: $(rss)routes $(metric 'dnsbgpd_routes_in_table '), written $(metric 'dnsbgpd_store_writes_total')"
+    W0=$(date +%s)
+    for _ in $(seq 600); do
+        [[ $(metric 'dnsbgpd_store_writes_total') == "$(metric 'dnsbgpd_routes_in_table ')" ]] && break
+        sleep 1
+    done
+    sleep 2
+    echo "store writer caught up $(($(date +%s) - W0)) s later (daemon CPU $(cpu) s in total)"
+fi
 FRAMES_SEEN=$(metric 'dnsbgpd_dnstap_frames_total{type="CLIENT_RESPONSE"}')
 ROUTES=$(metric 'dnsbgpd_routes_in_table ')
 echo "metrics: frames_total{CLIENT_RESPONSE} $FRAMES_SEEN, routes_in_table $ROUTES," \
@@ -101,6 +118,21 @@ awk -v c0="$CPU0" -v c1="$CPU1" -v c2="$CPU2" -v t0="$T0" -v t1="$T1" -v f="$FRA
 }'
 echo "daemon memory: $(rss)"
 echo "store on disk: $(du -sh "$DIR/store" | cut -f1)"
+if [[ -n ${RESTART:-} ]]; then
+    ROUTES_BEFORE=$(metric 'dnsbgpd_routes_in_table ')
+    kill -TERM "$PID"
+    wait "$PID" || true
+    R0=$(date +%s.%N)
+    taskset -c 0 "$BIN/dnsbgpd" --log-level warn run --config "$DIR/dnsbgpd.toml" &
+    PID=$!
+    for _ in $(seq 1200); do
+        curl -sf "http://127.0.0.1:$PORT/api/v1/status" 2>/dev/null | grep -q '"ready":true' && break
+        sleep 0.1
+    done
+    R1=$(date +%s.%N)
+    echo "restart: ready after $(awk -v a="$R0" -v b="$R1" 'BEGIN { printf "%.1f", b - a }') s with" \
+        "$(metric 'dnsbgpd_routes_in_table ') routes (had $ROUTES_BEFORE); $(rss)"
+fi
 if [[ $FRAMES_SEEN != "$FRAMES" ]]; then
     echo "MISMATCH: sent $FRAMES frames, daemon counted $FRAMES_SEEN" >&2
     exit 1
