@@ -3,7 +3,7 @@
 //! store holding them. Prints VmRSS after each step; see BENCHMARKS.md.
 //!
 //! ```text
-//! cargo run --release --example memory -- [--routes N] [--domains N] [--store DIR [--cache BYTES] [--reload]]
+//! cargo run --release --example memory -- [--routes N] [--domains N] [--store DIR [--cache BYTES] [--batch N] [--reload]]
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -42,6 +42,8 @@ fn main() -> anyhow::Result<()> {
     let routes: usize = arg(&args, "--routes", 1_000_000);
     let domains: usize = arg(&args, "--domains", 1_000_000);
     let cache: usize = arg(&args, "--cache", 16 << 20);
+    // Routes per SledStore::write call (the store writer's batch is 50 000).
+    let batch: usize = arg(&args, "--batch", 50_000);
     let store: Option<PathBuf> =
         args.iter().position(|a| a == "--store").and_then(|i| args.get(i + 1)).map(PathBuf::from);
 
@@ -102,16 +104,19 @@ fn main() -> anyhow::Result<()> {
         let s = SledStore::open(&path, cache)?;
         let before = rss_mib();
         let started = Instant::now();
-        // As the store writer: batches of 50 000, one flush per batch.
+        // As the store writer: write calls of `batch` routes (one sled
+        // batch each), one flush per 50 000.
         let all = table.snapshot();
         for chunk in all.chunks(50_000) {
-            let events: Vec<RouteEvent> = chunk.iter().cloned().map(RouteEvent::Added).collect();
-            s.write(&events)?;
+            for part in chunk.chunks(batch.max(1)) {
+                let events: Vec<RouteEvent> = part.iter().cloned().map(RouteEvent::Added).collect();
+                s.write(&events)?;
+            }
             s.flush()?;
         }
         drop(all);
         println!(
-            "sled (cache_capacity {} MiB) after writing {} routes: {:.2} s, VmRSS {:.1} MiB (+{:.1})",
+            "sled (cache_capacity {} MiB, {batch} routes per batch) after writing {} routes: {:.2} s, VmRSS {:.1} MiB (+{:.1})",
             cache >> 20,
             table.len(),
             started.elapsed().as_secs_f64(),
