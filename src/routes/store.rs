@@ -288,7 +288,18 @@ mod tests {
             s.write(&[RouteEvent::Removed("198.51.100.2".parse().unwrap())]).unwrap();
             s.flush().unwrap();
         }
-        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+        // sled's own threads may hold its files for a moment after the first
+        // handle is dropped in this process: wait for the reopen, with a deadline.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let s = loop {
+            match SledStore::open(dir.path(), 1 << 20) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("reopen failed: {e}"),
+            }
+        };
         let (mut routes, bad) = s.load().unwrap();
         routes.sort_by_key(|r| r.addr);
         assert_eq!(bad, 0);
