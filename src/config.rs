@@ -8,17 +8,17 @@
 //! file's directory. Every problem found is reported as a [`Problem`]
 //! (`FILE:LINE: message`); nothing is silently defaulted to zero.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer};
 use toml::Spanned;
 
-use crate::dnstap::MessageType;
+pub use crate::values::{ByteSize, ConfigDuration, ConfigError, FileMode, Problem, line_of, parse_duration, resolve};
+
+use crate::observation::MessageType;
 
 /// The embedded default configuration used by `dnsbgpd run` without
 /// `--config`: it starts on a fresh machine as an unprivileged user.
@@ -27,136 +27,6 @@ pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 /// The most lists a configuration may hold (list membership is a 64-bit mask
 /// on the hot path).
 pub const MAX_LISTS: usize = 64;
-
-/// One problem found in a configuration or list file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub file: PathBuf,
-    /// 1-based line; 0 when the problem concerns the file as a whole.
-    pub line: usize,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            write!(f, "{}: {}", self.file.display(), self.message)
-        } else {
-            write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
-        }
-    }
-}
-
-/// All problems of a configuration that could not be accepted.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", display_problems(.0))]
-pub struct ConfigError(pub Vec<Problem>);
-
-fn display_problems(problems: &[Problem]) -> String {
-    problems.iter().map(Problem::to_string).collect::<Vec<_>>().join("\n")
-}
-
-/// A duration written as `"90s"`, `"1h30m"`, `"250ms"` or `"2d"`.
-///
-/// Stricter than humantime: a number needs a unit, and nothing but digits
-/// and units is accepted, so a typo is an error and never becomes zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ConfigDuration(pub Duration);
-
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {text:?}: expected e.g. \"250ms\", \"90s\", \"1h30m\", \"2d\"");
-    if text.is_empty() {
-        return Err(bad());
-    }
-    let bytes = text.as_bytes();
-    let mut total: u128 = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        let start = i;
-        while i < bytes.len() && bytes[i].is_ascii_digit() {
-            i += 1;
-        }
-        if start == i || i - start > 12 {
-            return Err(bad());
-        }
-        let number: u128 = text[start..i].parse().map_err(|_| bad())?;
-        let unit_start = i;
-        while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
-            i += 1;
-        }
-        let millis_per_unit: u128 = match &text[unit_start..i] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            _ => return Err(bad()),
-        };
-        total += number * millis_per_unit;
-    }
-    let millis = u64::try_from(total).map_err(|_| format!("duration {text:?} is too long"))?;
-    Ok(Duration::from_millis(millis))
-}
-
-impl<'de> Deserialize<'de> for ConfigDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_duration(&text).map(ConfigDuration).map_err(de::Error::custom)
-    }
-}
-
-/// A Unix file mode written as an octal string, `"0660"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileMode(pub u32);
-
-impl<'de> Deserialize<'de> for FileMode {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        let digits = text.strip_prefix("0o").unwrap_or(&text);
-        match u32::from_str_radix(digits, 8) {
-            Ok(mode) if mode <= 0o7777 && !digits.is_empty() => Ok(FileMode(mode)),
-            _ => {
-                Err(de::Error::custom(format!("invalid file mode {text:?}: expected an octal string such as \"0660\"")))
-            }
-        }
-    }
-}
-
-/// A byte size: an integer, or a string with a unit (`"64KiB"`, `"1MiB"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub usize);
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Text(String),
-        }
-        let parse = |text: &str| -> Option<usize> {
-            let split = text.find(|c: char| !c.is_ascii_digit())?;
-            let (num, unit) = text.split_at(split);
-            let n: usize = num.parse().ok()?;
-            let mul = match unit {
-                "B" => 1,
-                "KiB" => 1 << 10,
-                "MiB" => 1 << 20,
-                "GiB" => 1 << 30,
-                _ => return None,
-            };
-            n.checked_mul(mul)
-        };
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => usize::try_from(n).map(ByteSize).map_err(|_| de::Error::custom("size too large")),
-            Raw::Text(t) => parse(&t).map(ByteSize).ok_or_else(|| {
-                de::Error::custom(format!(
-                    "invalid size {t:?}: expected bytes as an integer or e.g. \"64KiB\", \"1MiB\""
-                ))
-            }),
-        }
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -212,6 +82,8 @@ struct RawList {
 #[serde(deny_unknown_fields)]
 struct RawApi {
     listen: Option<SocketAddr>,
+    token: Option<Spanned<String>>,
+    token_file: Option<Spanned<PathBuf>>,
     tls_cert: Option<Spanned<PathBuf>>,
     tls_key: Option<Spanned<PathBuf>>,
 }
@@ -269,6 +141,8 @@ pub struct ApiSettings {
     pub listen: SocketAddr,
     /// Certificate chain and private key (PEM) to serve HTTPS instead of HTTP.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// What every POST and DELETE must present as `Authorization: Bearer`.
+    pub token: Option<crate::values::Secret>,
 }
 
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 64 * 1024;
@@ -303,15 +177,6 @@ impl Settings {
         })?;
         validate(raw, text, file, base, source)
     }
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
-}
-
-pub(crate) fn resolve(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() || base.as_os_str().is_empty() { path.to_path_buf() } else { base.join(path) }
 }
 
 fn validate(
@@ -448,7 +313,13 @@ fn validate(
         });
     }
 
-    let (listen, tls_cert, tls_key) = raw.api.map(|a| (a.listen, a.tls_cert, a.tls_key)).unwrap_or_default();
+    let (listen, tls_cert, tls_key, token, token_file) =
+        raw.api.map(|a| (a.listen, a.tls_cert, a.tls_key, a.token, a.token_file)).unwrap_or_default();
+    let token = if token.is_some() || token_file.is_some() {
+        crate::values::read_token(token, token_file, 0..0, "[api]", base, &mut problem)
+    } else {
+        None
+    };
     let tls = match (tls_cert, tls_key) {
         (None, None) => None,
         (Some(c), Some(k)) => {
@@ -463,7 +334,7 @@ fn validate(
             None
         }
     };
-    let api = ApiSettings { listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9153))), tls };
+    let api = ApiSettings { listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9153))), tls, token };
     let sync = crate::sync::config::validate(raw.sync, base, &mut problem);
 
     let bgp = raw.bgp.map(|b| crate::bgp::config::validate(b, &mut problem));

@@ -18,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::api::metrics::Metrics;
 use crate::api::{self, ApiState};
 use crate::bgp::Speaker;
 use crate::bgp::metrics::BgpMetrics;
@@ -27,6 +26,7 @@ use crate::dnstap::Pipeline;
 use crate::dnstap::server::{Server, SocketFile, bind_unix};
 use crate::lists::Lists;
 use crate::lists::watch::{self, ReloadCause};
+use crate::metrics::Metrics;
 use crate::routes::ingest::Ingest;
 use crate::routes::store::{self, RouteStore, SledStore};
 use crate::routes::{Clock, RouteEvent, RouteTable};
@@ -85,6 +85,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         ready: false.into(),
         reload: reload_tx.clone(),
         bgp: Default::default(),
+        token: settings.api.token.clone(),
     });
     {
         let mut app = api::router(api_state.clone());

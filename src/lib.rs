@@ -8,14 +8,18 @@
 
 pub mod api;
 pub mod bgp;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dnstap;
 pub mod lists;
+pub mod metrics;
 pub mod names;
+pub mod observation;
 pub mod routes;
 pub mod sync;
 pub mod tls;
+pub mod values;
 
 /// The version shown by `--version` and the API.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

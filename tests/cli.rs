@@ -147,3 +147,33 @@ fn ctl_talks_to_a_running_daemon() -> Result<()> {
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout)?, serde_json::json!([]));
     Ok(())
 }
+
+/// `[api] token`: a POST without the token (or with a wrong one) is 401
+/// and does nothing; with it, it goes through; GETs stay open.
+#[test]
+fn api_token_guards_writes() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let token = "0123456789abcdef0123";
+    std::fs::create_dir_all(tmp.path().join("dnsbgpd"))?;
+    std::fs::write(tmp.path().join("dnsbgpd/api.token"), format!("{token}\n"))?;
+    let mut d = common::Dnsbgpd::configure(tmp.path(), &common::Options::default())?;
+    let conf = std::fs::read_to_string(&d.config)?.replace("[api]\n", "[api]\ntoken_file = \"api.token\"\n");
+    std::fs::write(&d.config, conf)?;
+    d.relaunch()?;
+    let reloads = |d: &common::Dnsbgpd| d.metric("dnsbgpd_list_reloads_total{result=\"ok\"}");
+    let before = reloads(&d)?;
+    for auth in
+        [&[][..], &["Authorization: Bearer wrong-token-0123456789"][..], &["Authorization: 0123456789abcdef0123"][..]]
+    {
+        let (code, body) = common::request(d.api, "POST", "/api/v1/reload", auth, "")?;
+        assert_eq!(code, 401, "{auth:?}: {body}");
+    }
+    let (code, _) = common::http(d.api, "GET", "/api/v1/status")?;
+    assert_eq!(code, 200);
+    let header = format!("Authorization: Bearer {token}");
+    let (code, body) = common::request(d.api, "POST", "/api/v1/reload", &[&header], "")?;
+    assert_eq!(code, 202, "{body}");
+    wait_for(Duration::from_secs(5), "reload counted", || Ok((reloads(&d)? > before).then_some(())))?;
+    assert_eq!(reloads(&d)?, before + 1.0, "only the authorized reload ran");
+    Ok(())
+}

@@ -2,8 +2,12 @@
 //!
 //! Reads the route table, the current lists and the metrics registry; the
 //! only thing it changes is a reload request on the reload channel.
+//!
+//! With `[api] token` set, every request that changes something (any
+//! method but GET and HEAD) must carry `Authorization: Bearer <token>`
+//! ([`auth`]); without it the answer is 401 and nothing happens.
 
-pub mod metrics;
+pub mod auth;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -20,12 +24,12 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::clock::rfc3339;
 use crate::lists::Lists;
 use crate::lists::watch::ReloadCause;
-use crate::routes::clock::rfc3339;
+use crate::metrics::{ListLabel, Metrics};
 use crate::routes::ingest::Ingest;
 use crate::routes::{Route, Source};
-use metrics::{ListLabel, Metrics};
 
 /// What the handlers read.
 pub struct ApiState {
@@ -37,6 +41,8 @@ pub struct ApiState {
     pub reload: mpsc::Sender<ReloadCause>,
     /// Set once the BGP speaker runs (absent without `[bgp]`).
     pub bgp: std::sync::OnceLock<Arc<crate::bgp::Speaker>>,
+    /// `[api] token`: required by every request that changes something.
+    pub token: Option<crate::values::Secret>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -46,6 +52,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/routes", get(routes))
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/neighbors", get(neighbors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token_for_writes))
         .with_state(state)
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::ConfigDuration;
+use crate::values::ConfigDuration;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

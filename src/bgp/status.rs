@@ -11,7 +11,7 @@ use tracing::info;
 use super::config::NeighborSettings;
 use super::message::NotificationMessage;
 use super::metrics::{BgpMetrics, FamilyLabel, NeighborLabel, NotificationLabel};
-use crate::routes::clock::{Clock, UnixMillis, rfc3339};
+use crate::clock::{Clock, UnixMillis, rfc3339};
 
 /// RFC 4271 §8.2.2 states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

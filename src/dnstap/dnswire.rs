@@ -13,8 +13,8 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::observation::{Answer, AnswerData};
 use crate::names::{MAX_LABELS, MAX_NAME_TEXT, NameBuf};
+use crate::observation::{Answer, AnswerData};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -288,7 +288,7 @@ pub fn parse_simple(msg: &[u8]) -> Option<SimpleResponse> {
 }
 
 /// Decodes the name at `pos` as hickory-proto's `Name::read` does, into
-/// lowercase text without the trailing dot (as `observation::name_text`
+/// lowercase text without the trailing dot (as `decode::name_text`
 /// prints it), and returns the offset after it; `None` when hickory would
 /// reject the name or print it differently:
 ///

@@ -14,12 +14,13 @@ use bytes::Bytes;
 use prost::Message as _;
 
 use super::dnswire;
-use super::observation::Observation;
-use super::{MessageType, proto};
-use crate::api::metrics::{ListLabel, Metrics};
+use super::proto;
+use crate::clock::UnixMillis;
 use crate::lists::Lists;
+use crate::metrics::{ListLabel, Metrics};
 use crate::names::NameBuf;
-use crate::routes::UnixMillis;
+use crate::observation::MessageType;
+use crate::observation::Observation;
 use crate::routes::ingest::Ingest;
 
 /// What became of a frame.
@@ -147,7 +148,7 @@ fn fast_observation(
             &[a, b, c, d] => IpAddr::from([a, b, c, d]),
             addr => IpAddr::from(<[u8; 16]>::try_from(addr).ok()?),
         };
-        Some(SocketAddr::new(crate::routes::canonical(ip), p.query_port.unwrap_or(0) as u16))
+        Some(SocketAddr::new(crate::observation::canonical(ip), p.query_port.unwrap_or(0) as u16))
     });
     let time = match (p.response_time_sec, p.query_time_sec) {
         (Some(s), _) | (None, Some(s)) if s > 0 => {

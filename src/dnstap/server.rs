@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::framestream::{ControlFrame, ControlType, DNSTAP_CONTENT_TYPE, Frame, FrameCodec, control_bytes};
 use super::pipeline::Pipeline;
-use crate::api::metrics::ListenerLabel;
+use crate::metrics::ListenerLabel;
 use crate::names::NameBuf;
 
 /// Settings shared by the listeners.
@@ -257,10 +257,10 @@ mod tests {
     use tokio::io::AsyncReadExt;
 
     use super::*;
-    use crate::api::metrics::Metrics;
     use crate::dnstap::MessageType;
     use crate::dnstap::pipeline::tests::frame;
     use crate::lists::Lists;
+    use crate::metrics::Metrics;
     use crate::routes::ingest::Ingest;
     use crate::routes::{Clock, RouteTable};
 

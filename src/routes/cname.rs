@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 
 use rustc_hash::FxHashMap;
 
-use super::clock::UnixMillis;
+use crate::clock::UnixMillis;
 use crate::lists::Lists;
 use crate::names::NameBuf;
 

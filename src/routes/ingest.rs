@@ -17,9 +17,9 @@ use smallvec::SmallVec;
 use super::cname::{CnameMemory, Link};
 use super::table::{RouteTable, Update};
 use super::{Source, UnixMillis};
-use crate::dnstap::{AnswerData, Observation};
 use crate::lists::Lists;
 use crate::names::NameBuf;
+use crate::observation::{AnswerData, Observation};
 
 /// The longest CNAME chain followed (resolvers stop far earlier).
 const MAX_CHAIN: usize = 16;
@@ -178,7 +178,7 @@ mod tests {
 
     use super::*;
     use crate::config::ListSettings;
-    use crate::dnstap::{Answer, MessageType};
+    use crate::observation::{Answer, MessageType};
     use crate::routes::Clock;
 
     fn lists(text: &[(&str, &str)]) -> Lists {

@@ -2,13 +2,12 @@
 //! routes (CNAME chains included), and the on-disk store.
 //!
 //! Data comes in from the dnstap pipeline as [`Observation`]s
-//! (`crate::dnstap`), is matched against the lists by [`ingest`], lives in the
+//! (`crate::observation`), is matched against the lists by [`ingest`], lives in the
 //! [`table::RouteTable`] with its expiry, and leaves as [`RouteEvent`]s to
 //! subscribers: the store writer here, later the BGP speaker and peer sync.
 //!
-//! [`Observation`]: crate::dnstap::Observation
+//! [`Observation`]: crate::observation::Observation
 
-pub mod clock;
 pub mod cname;
 pub mod ingest;
 pub mod store;
@@ -20,7 +19,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-pub use clock::{Clock, UnixMillis};
+pub use crate::clock::{Clock, UnixMillis};
+pub use crate::observation::canonical;
 pub use table::{Replaced, RouteTable, Subscription};
 
 /// Where a route's attribution came from.
@@ -107,15 +107,6 @@ pub enum RouteEvent {
     Added(Route),
     /// The route is gone.
     Removed(IpAddr),
-}
-
-/// Normalises an address: IPv4-mapped IPv6 becomes IPv4, so an IPv4
-/// address is always 4 bytes.
-pub fn canonical(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
-        v4 => v4,
-    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use tracing::{error, warn};
 
 use super::table::Subscription;
 use super::{Attribution, Route, RouteEvent};
-use crate::api::metrics::Metrics;
+use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

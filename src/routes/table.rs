@@ -34,8 +34,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 use tokio::sync::{Notify, mpsc};
 
-use super::clock::{Clock, UnixMillis, millis};
 use super::{Attribution, Route, RouteEvent, Source, canonical};
+use crate::clock::{Clock, UnixMillis, millis};
 use crate::lists::Lists;
 
 /// What an update did to the table.

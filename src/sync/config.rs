@@ -5,7 +5,6 @@
 //! reads token files and the CA file, and reports every problem with the
 //! line of the offending value.
 
-use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,12 +13,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{ByteSize, ConfigDuration, resolve};
+use crate::values::{ByteSize, ConfigDuration, read_token, resolve};
+pub use crate::values::{MIN_TOKEN_LEN, Secret};
 
 /// The largest page a `/changes` request or a push may carry.
 pub const MAX_PAGE: usize = 10_000;
-/// Tokens shorter than this are refused (`openssl rand -hex 32` gives 64).
-pub const MIN_TOKEN_LEN: usize = 16;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,26 +42,6 @@ pub struct RawPeer {
     name: Option<Spanned<String>>,
     token: Option<Spanned<String>>,
     token_file: Option<Spanned<PathBuf>>,
-}
-
-/// A shared secret; never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Arc<str>);
-
-impl Secret {
-    pub fn new(s: &str) -> Secret {
-        Secret(Arc::from(s))
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -108,53 +86,6 @@ pub struct PeerSettings {
 }
 
 type Report<'a> = &'a mut dyn FnMut(Range<usize>, String);
-
-fn read_token(
-    inline: Option<Spanned<String>>,
-    file: Option<Spanned<PathBuf>>,
-    whole: Range<usize>,
-    what: &str,
-    base: &Path,
-    problem: Report<'_>,
-) -> Option<Secret> {
-    let (text, span) = match (inline, file) {
-        (Some(t), Some(f)) => {
-            problem(f.span(), format!("{what}: give `token` or `token_file`, not both"));
-            let _ = t;
-            return None;
-        }
-        (None, None) => {
-            problem(whole, format!("{what} needs `token` or `token_file`"));
-            return None;
-        }
-        (Some(t), None) => {
-            let span = t.span();
-            (t.into_inner(), span)
-        }
-        (None, Some(f)) => {
-            let path = resolve(base, f.get_ref());
-            match std::fs::read_to_string(&path) {
-                Ok(t) => (t.trim().to_string(), f.span()),
-                Err(e) => {
-                    problem(f.span(), format!("cannot read token file {}: {e}", path.display()));
-                    return None;
-                }
-            }
-        }
-    };
-    if text.len() < MIN_TOKEN_LEN {
-        problem(
-            span,
-            format!("{what}: the token must be at least {MIN_TOKEN_LEN} characters (e.g. `openssl rand -hex 32`)"),
-        );
-        return None;
-    }
-    if !text.bytes().all(|b| b.is_ascii_graphic()) {
-        problem(span, format!("{what}: the token may only contain visible ASCII characters (no spaces)"));
-        return None;
-    }
-    Some(Secret::new(&text))
-}
 
 fn valid_label(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))

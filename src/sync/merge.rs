@@ -31,8 +31,8 @@ use super::log::ChangeLog;
 use super::metrics::SyncMetrics;
 use super::protocol::{Page, Rejection};
 use super::validate::{self, Checker, MAX_NAMES, Reason};
-use crate::api::metrics::Metrics;
 use crate::lists::Lists;
+use crate::metrics::Metrics;
 use crate::routes::{Replaced, RouteTable, Source, UnixMillis};
 
 /// Rejections reported back in one push reply.
@@ -338,7 +338,7 @@ mod tests {
     }
 
     fn rejected(m: &SyncMetrics, reason: Reason) -> u64 {
-        m.rejected.get_or_create(&crate::api::metrics::ReasonLabel { reason: reason.as_str().into() }).get()
+        m.rejected.get_or_create(&crate::metrics::ReasonLabel { reason: reason.as_str().into() }).get()
     }
 
     #[tokio::test(start_paused = true)]

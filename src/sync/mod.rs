@@ -43,9 +43,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use crate::api::metrics::Metrics;
+use crate::clock::{millis, rfc3339};
 use crate::lists::Lists;
-use crate::routes::clock::{millis, rfc3339};
+use crate::metrics::Metrics;
 use crate::routes::{RouteEvent, RouteTable, Source, Subscription, UnixMillis};
 use config::{PeerSettings, SyncSettings};
 use log::{ChangeLog, LogError, NameState};

@@ -41,9 +41,22 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<
 
 /// One HTTP request to the API; returns status and body.
 pub fn http(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String)> {
+    request(addr, method, path, &[], "")
+}
+
+/// One HTTP request with extra header lines (`"Authorization: Bearer x"`)
+/// and a body; returns status and body.
+pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &str) -> Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: test\r\nContent-Length: 0\r\n\r\n")?;
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: test\r\nContent-Length: {}\r\n", body.len());
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    s.write_all(body.as_bytes())?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();

@@ -1,52 +1,17 @@
-//! dnstap message → [`Observation`]: what the resolver answered, to whom.
-//!
-//! Built with hickory-proto, and only for responses the hot-path scan found
-//! interesting (a name a list claims, or a remembered CNAME target).
+//! dnstap message → [`Observation`] with hickory-proto: the full parse, for
+//! responses the hot-path scan found interesting (a name a list claims, or
+//! a remembered CNAME target) whose shape `dnswire::parse_simple` does not
+//! cover.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use hickory_proto::op::Message as DnsMessage;
 use hickory_proto::rr::{Name, RData};
 use hickory_proto::serialize::binary::DecodeError;
 
-use super::MessageType;
 use super::proto;
-use crate::routes::UnixMillis;
-
-/// One answer record that matters for routes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
-    /// Owner name, lowercase, no trailing dot.
-    pub name: String,
-    pub ttl: u32,
-    pub data: AnswerData,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AnswerData {
-    A(Ipv4Addr),
-    Aaaa(Ipv6Addr),
-    /// The CNAME target, lowercase, no trailing dot.
-    Cname(String),
-}
-
-/// A resolver response as dnsbgpd sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Observation {
-    /// When the response was sent (from dnstap; the receive time when the
-    /// frame carries none).
-    pub time: UnixMillis,
-    pub message_type: MessageType,
-    /// The client the response went to.
-    pub client: Option<SocketAddr>,
-    /// Question name, lowercase, no trailing dot.
-    pub qname: String,
-    pub qtype: u16,
-    pub rcode: u8,
-    pub answers: Vec<Answer>,
-    /// Size of the DNS message in bytes.
-    pub size: usize,
-}
+use crate::clock::UnixMillis;
+use crate::observation::{Answer, AnswerData, MessageType, Observation, canonical};
 
 /// Lowercase ASCII presentation form without the trailing dot.
 pub fn name_text(name: &Name) -> String {
@@ -65,7 +30,7 @@ fn client_of(m: &proto::Message) -> Option<SocketAddr> {
         16 => IpAddr::from(<[u8; 16]>::try_from(&addr[..]).ok()?),
         _ => return None,
     };
-    Some(SocketAddr::new(crate::routes::canonical(ip), m.query_port.unwrap_or(0) as u16))
+    Some(SocketAddr::new(canonical(ip), m.query_port.unwrap_or(0) as u16))
 }
 
 fn time_of(m: &proto::Message, received: UnixMillis) -> UnixMillis {
