@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod bgp;
+pub mod blocking;
 pub mod clock;
 pub mod config;
 pub mod daemon;
