@@ -204,15 +204,18 @@ impl Enforcer for MemoryEnforcer {
     }
 }
 
-/// Opens the kernel filter described by `settings` and starts attaching it
-/// (tasks on `tracker`, stopped by `shutdown`). An error means blocking is
-/// down: the caller reports it in status and metrics and keeps routing.
+/// Opens the kernel filter described by `settings`, with room for
+/// `max_entries` entries per map (`[blocking] max_blocks`), and starts
+/// attaching it (tasks on `tracker`, stopped by `shutdown`). An error means
+/// blocking is down: the caller reports it in status and metrics and keeps
+/// routing.
 pub fn start(
     settings: &super::attach_config::AttachSettings,
+    max_entries: u32,
     tracker: &tokio_util::task::TaskTracker,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<std::sync::Arc<dyn Enforcer>, EnforceError> {
-    let _ = (settings, tracker, shutdown);
+    let _ = (settings, max_entries, tracker, shutdown);
     Err(EnforceError::Unavailable("this build has no eBPF filter yet".into()))
 }
 
