@@ -11,6 +11,7 @@ pub mod bgp;
 pub mod blocking;
 pub mod clock;
 pub mod config;
+pub mod ctl;
 pub mod daemon;
 pub mod dnstap;
 pub mod lists;

@@ -3,14 +3,12 @@
 //! Exit status: 0 success, 1 a problem (config, lists, runtime error; each
 //! printed once with its context), 2 a usage error.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use dnsbgpd::config::{Problem, Settings};
+use dnsbgpd::ctl::{self, Client, ClientOptions, CtlError, Endpoint};
 use dnsbgpd::lists::Lists;
 
 #[derive(Parser)]
@@ -45,28 +43,90 @@ enum Command {
         config: PathBuf,
     },
     /// Talk to a running daemon's API.
-    Ctl {
-        /// API address (default: [api] listen of --config, else 127.0.0.1:9153).
+    Ctl(Box<CtlArgs>),
+    /// Write the man pages and shell completions (for packaging).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Directory to write `man/*.1` and `completions/*` into.
         #[arg(long)]
-        api: Option<SocketAddr>,
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        #[command(subcommand)]
-        action: CtlAction,
+        out: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct CtlArgs {
+    /// API URL: http://HOST:PORT, https://HOST:PORT or HOST:PORT (default: [api] of --config, else
+    /// http://127.0.0.1:9153).
+    #[arg(long, global = true, value_name = "URL")]
+    api: Option<String>,
+    /// Take the API address, scheme and token from this daemon config.
+    #[arg(long, short, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// API token, sent as `Authorization: Bearer` (default: [api] token of --config).
+    #[arg(long, global = true, value_name = "TOKEN", conflicts_with = "token_file")]
+    token: Option<String>,
+    /// File holding the API token.
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// PEM CA certificates trusted for an https API (default: the system bundle).
+    #[arg(long, global = true, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Give up on a request after this long.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "30s")]
+    timeout: String,
+    #[command(subcommand)]
+    action: CtlAction,
 }
 
 #[derive(Subcommand)]
 enum CtlAction {
-    /// Show the daemon's status.
+    /// Version, readiness, uptime, routes and lists.
     Status,
-    /// List the routes (JSON).
+    /// The route table.
     Routes {
+        /// Only routes of this list.
         #[arg(long)]
         list: Option<String>,
+        /// Only routes attributed to this name.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Only IPv4 (4) or IPv6 (6) routes.
+        #[arg(long, value_parser = ["4", "6"])]
+        family: Option<String>,
     },
+    /// BGP neighbors: state, uptime, prefixes, last error.
+    Neighbors,
+    /// Peer sync: per peer state, lag, last success and error.
+    SyncPeers,
     /// Reload the lists.
     Reload,
+    /// The dynamic blocks in force.
+    Blocks,
+    /// Add a manual block.
+    Block {
+        /// 198.51.100.7, 198.51.100.0/24, qname:example.com or suffix:example.com.
+        key: String,
+        /// Only queries of this type (e.g. ANY).
+        #[arg(long)]
+        qtype: Option<String>,
+        /// How long the block lasts (e.g. 10m).
+        #[arg(long)]
+        duration: Option<String>,
+        /// Shown with the block.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Also announce it as an RFC 7999 blackhole route.
+        #[arg(long)]
+        blackhole: bool,
+    },
+    /// Remove a block.
+    Unblock {
+        /// The block's key, as `ctl blocks` shows it.
+        key: String,
+    },
 }
 
 fn init_logging(format: LogFormat, level: &str) {
@@ -112,7 +172,8 @@ fn main() -> ExitCode {
             }
         }
         Command::Check { config } => check(&config),
-        Command::Ctl { api, config, action } => ctl(api, config, action),
+        Command::Ctl(args) => ctl(*args),
+        Command::GenerateAssets { out } => generate_assets(&out),
     }
 }
 
@@ -152,63 +213,83 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-/// A minimal HTTP/1.1 client: the API is on loopback and speaks plain JSON.
-fn http(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body =
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
-    Ok((code, body))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-fn ctl(api: Option<SocketAddr>, config: Option<PathBuf>, action: CtlAction) -> ExitCode {
-    let addr = match (api, config) {
-        (Some(a), _) => a,
-        (None, Some(c)) => match Settings::load(&c) {
-            Ok(s) => dnsbgpd::daemon::api_address(&s),
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::FAILURE;
-            }
-        },
-        (None, None) => dnsbgpd::daemon::api_address(&Settings::embedded_default()),
-    };
-    let (method, path) = match &action {
-        CtlAction::Status => ("GET", "/api/v1/status".to_string()),
-        CtlAction::Routes { list: None } => ("GET", "/api/v1/routes".to_string()),
-        CtlAction::Routes { list: Some(l) } => ("GET", format!("/api/v1/routes?list={l}")),
-        CtlAction::Reload => ("POST", "/api/v1/reload".to_string()),
-    };
-    match http(addr, method, &path) {
-        Ok((code, body)) => {
-            let pretty = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| serde_json::to_string_pretty(&v).ok())
-                .unwrap_or(body);
-            println!("{pretty}");
-            if (200..300).contains(&code) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+fn ctl(args: CtlArgs) -> ExitCode {
+    match ctl_inner(args) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("dnsbgpd ctl: cannot reach the API at {addr}: {e}");
+            eprintln!("dnsbgpd ctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ctl_inner(args: CtlArgs) -> Result<String, CtlError> {
+    let settings = match &args.config {
+        Some(path) => Some(Settings::load(path).map_err(|e| CtlError::Usage(e.to_string().trim_end().to_string()))?),
+        None => None,
+    };
+    let endpoint = match (&args.api, &settings) {
+        (Some(url), _) => Endpoint::parse(url)?,
+        (None, Some(s)) => Endpoint::from_listen(s.api.listen, s.api.tls.is_some()),
+        (None, None) => Endpoint::from_listen(Settings::embedded_default().api.listen, false),
+    };
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| CtlError::Usage(format!("cannot read token file {}: {e}", f.display())))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => settings.as_ref().and_then(|s| s.api.token.as_ref()).map(|t| t.expose().to_string()),
+    };
+    let timeout = dnsbgpd::config::parse_duration(&args.timeout)
+        .map_err(|e| CtlError::Usage(format!("--timeout {:?}: {e}", args.timeout)))?;
+    let options = ClientOptions { token, ca_file: args.ca_file.clone(), timeout, ..ClientOptions::default() };
+    let client = Client::new(endpoint, options)?;
+    let command = match args.action {
+        CtlAction::Status => ctl::Command::Status,
+        CtlAction::Routes { list, domain, family } => {
+            ctl::Command::Routes { list, domain, family: family.and_then(|f| f.parse().ok()) }
+        }
+        CtlAction::Neighbors => ctl::Command::Neighbors,
+        CtlAction::SyncPeers => ctl::Command::SyncPeers,
+        CtlAction::Reload => ctl::Command::Reload,
+        CtlAction::Blocks => ctl::Command::Blocks,
+        CtlAction::Block { key, qtype, duration, reason, blackhole } => {
+            ctl::Command::Block { key, qtype, duration, reason, blackhole }
+        }
+        CtlAction::Unblock { key } => ctl::Command::Unblock { key },
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CtlError::Usage(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(ctl::run(&client, &command, args.json))
+}
+
+/// Man pages (one per command and subcommand) and bash, zsh and fish
+/// completions, from the clap definitions above.
+fn generate_assets(out: &std::path::Path) -> ExitCode {
+    let result = (|| -> std::io::Result<()> {
+        let man = out.join("man");
+        let completions = out.join("completions");
+        std::fs::create_dir_all(&man)?;
+        std::fs::create_dir_all(&completions)?;
+        let cmd = Cli::command();
+        clap_mangen::generate_to(cmd.clone(), &man)?;
+        for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+            clap_complete::generate_to(shell, &mut cmd.clone(), "dnsbgpd", &completions)?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dnsbgpd generate-assets: {}: {e}", out.display());
             ExitCode::FAILURE
         }
     }

@@ -381,78 +381,6 @@ fn partition_keeps_queues_bounded_and_heals() -> Result<()> {
     Ok(())
 }
 
-/// Creates a CA and a certificate for 127.0.0.1 signed by it (openssl).
-fn make_certs(dir: &Path) -> Result<bool> {
-    let Some(openssl) = peers::find_bin("openssl") else {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            bail!("openssl is missing (Debian package openssl)");
-        }
-        eprintln!("SKIP: openssl not installed");
-        return Ok(false);
-    };
-    let run = |args: &[&str]| -> Result<()> {
-        let out = std::process::Command::new(&openssl).args(args).current_dir(dir).output()?;
-        if !out.status.success() {
-            bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(())
-    };
-    std::fs::write(dir.join("leaf.ext"), "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\n")?;
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=dnsbgpd test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-    ])?;
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "api.key",
-        "-out",
-        "api.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ])?;
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "api.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "api.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "leaf.ext",
-    ])?;
-    Ok(true)
-}
-
 /// A serves its API (and so sync) over HTTPS; B trusts the CA file and
 /// syncs with it both ways.
 #[test]
@@ -460,7 +388,7 @@ fn https_between_peers() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let certs = tmp.path().join("certs");
     std::fs::create_dir_all(&certs)?;
-    if !make_certs(&certs)? {
+    if !common::make_certs(&certs)? {
         return Ok(());
     }
     let opts = Options::default();

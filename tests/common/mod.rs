@@ -280,3 +280,77 @@ pub fn assert_route(r: &Value, domain: &str, list: &str) {
     let expires = r["expires"].as_str().unwrap_or("");
     assert!(expires.ends_with('Z') && expires.contains('T'), "expires not RFC 3339: {r}");
 }
+
+/// Creates a CA (`ca.pem`) and a certificate for 127.0.0.1 signed by it
+/// (`api.pem`, `api.key`) with openssl; false (after printing SKIP) when
+/// openssl is missing outside CI.
+pub fn make_certs(dir: &Path) -> Result<bool> {
+    let Some(openssl) = peers::find_bin("openssl") else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            bail!("openssl is missing (Debian package openssl)");
+        }
+        eprintln!("SKIP: openssl not installed");
+        return Ok(false);
+    };
+    let run = |args: &[&str]| -> Result<()> {
+        let out = std::process::Command::new(&openssl).args(args).current_dir(dir).output()?;
+        if !out.status.success() {
+            bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    };
+    std::fs::write(dir.join("leaf.ext"), "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\n")?;
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=dnsbgpd test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ])?;
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "api.key",
+        "-out",
+        "api.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ])?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "api.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "api.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+    ])?;
+    Ok(true)
+}
