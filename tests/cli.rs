@@ -132,7 +132,7 @@ fn run_with_a_broken_config_fails_with_its_location() -> Result<()> {
 fn ctl_talks_to_a_running_daemon() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let d = common::Dnsbgpd::start(tmp.path(), &common::Options::default())?;
-    let out = dnsbgpd().args(["ctl", "--config"]).arg(&d.config).arg("status").output()?;
+    let out = dnsbgpd().args(["ctl", "--config"]).arg(&d.config).args(["--json", "status"]).output()?;
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(v["ready"], true);
@@ -142,7 +142,7 @@ fn ctl_talks_to_a_running_daemon() -> Result<()> {
     wait_for(Duration::from_secs(5), "reload counted", || {
         Ok((d.metric("dnsbgpd_list_reloads_total{result=\"ok\"}")? > before).then_some(()))
     })?;
-    let out = dnsbgpd().args(["ctl", "--api"]).arg(d.api.to_string()).arg("routes").output()?;
+    let out = dnsbgpd().args(["ctl", "--api"]).arg(d.api.to_string()).args(["--json", "routes"]).output()?;
     assert!(out.status.success());
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout)?, serde_json::json!([]));
     Ok(())
