@@ -185,9 +185,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
 
     api_state.ready.store(true, Ordering::Release);
     info!(version = crate::VERSION, elapsed_ms = started.elapsed().as_millis() as u64, "dnsbgpd ready");
+    crate::notify::notify_logged("READY=1\nSTATUS=ready");
 
     shutdown.cancelled().await;
     info!("shutting down");
+    crate::notify::notify_logged("STOPPING=1\nSTATUS=stopping");
     tracker.close();
     tracker.wait().await;
     if let Some(s) = &sync {

@@ -17,6 +17,7 @@ pub mod dnstap;
 pub mod lists;
 pub mod metrics;
 pub mod names;
+pub mod notify;
 pub mod observation;
 pub mod routes;
 pub mod sync;
