@@ -23,6 +23,11 @@ packages=(
     "vtysh:frr"
     "ip:iproute2"
     "openssl:openssl"
+    "systemd-analyze:systemd"
+    "rpm:rpm"
+    "rpmbuild:rpm"
+    "setpriv:util-linux"
+    "man:man-db"
 )
 missing=()
 for pair in "${packages[@]}"; do

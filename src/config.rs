@@ -147,6 +147,12 @@ pub struct ApiSettings {
 
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 64 * 1024;
 
+/// Every key a config file may contain, from the serde definitions above
+/// (docs/configuration.md is checked against it).
+pub fn keys() -> Vec<crate::schema::Key> {
+    crate::schema::keys::<RawConfig>()
+}
+
 impl Settings {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {

@@ -20,6 +20,7 @@ pub mod names;
 pub mod notify;
 pub mod observation;
 pub mod routes;
+pub mod schema;
 pub mod sync;
 pub mod tls;
 pub mod values;
