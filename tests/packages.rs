@@ -178,8 +178,8 @@ fn deb_install_upgrade_remove_purge_and_rpm_inspection() -> Result<()> {
         "/usr/sbin/dnsbgpd-netns",
         "/etc/dnsbgpd/dnsbgpd.toml",
         "/etc/dnsbgpd/lists/vpn.txt",
-        "/lib/systemd/system/dnsbgpd.service",
-        "/lib/systemd/system/dnsbgpd-netns@.service",
+        "/usr/lib/systemd/system/dnsbgpd.service",
+        "/usr/lib/systemd/system/dnsbgpd-netns@.service",
         "/usr/share/dnsbgpd/systemd/blocking.conf",
         "/usr/share/man/man1/dnsbgpd.1.gz",
         "/usr/share/man/man1/dnsbgpd-ctl.1.gz",
@@ -206,8 +206,8 @@ fn deb_install_upgrade_remove_purge_and_rpm_inspection() -> Result<()> {
     assert_eq!(owner, "dnsbgpd:dnsbgpd 750\nroot:dnsbgpd 640\n");
 
     // The installed units verify (man pages and binaries are there now).
-    ok("systemd-analyze", &["verify", "/lib/systemd/system/dnsbgpd.service"])?;
-    ok("systemd-analyze", &["verify", "/lib/systemd/system/dnsbgpd-netns@otest.service"])?;
+    ok("systemd-analyze", &["verify", "/usr/lib/systemd/system/dnsbgpd.service"])?;
+    ok("systemd-analyze", &["verify", "/usr/lib/systemd/system/dnsbgpd-netns@otest.service"])?;
 
     // The installed config passes check, run as the service user.
     let check = ok(
@@ -293,9 +293,7 @@ fn deb_install_upgrade_remove_purge_and_rpm_inspection() -> Result<()> {
         .lines()
         .filter(|l| !l.starts_with('d'))
         .filter_map(|l| l.split_whitespace().last().map(|p| p.trim_start_matches('.').to_string()))
-        .map(|p| {
-            p.replacen("/lib/systemd/", "/usr/lib/systemd/", 1).replace("zsh/vendor-completions", "zsh/site-functions")
-        })
+        .map(|p| p.replace("zsh/vendor-completions", "zsh/site-functions"))
         .filter(|p| p != "/usr/share/doc/dnsbgpd/copyright")
         .collect();
     let rpm_files: BTreeSet<String> = list.lines().filter(|p| !rpm_dirs().contains(p)).map(str::to_string).collect();
