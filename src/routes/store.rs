@@ -147,7 +147,7 @@ impl RouteStore for SledStore {
             let (k, v) = item.map_err(|e| self.db_err(e))?;
             let decoded = addr_of(&k).zip(serde_json::from_slice::<Record>(&v).ok());
             match decoded {
-                Some((addr, rec)) if rec.v == 1 => routes.push(Route { addr, attributions: rec.attributions }),
+                Some((addr, rec)) if rec.v == 1 => routes.push(Route::new(addr, rec.attributions)),
                 _ => {
                     bad += 1;
                     warn!(store = %self.path.display(), key = ?&k[..], "skipping a stored route that cannot be decoded");
@@ -271,6 +271,7 @@ mod tests {
                 },
                 1,
             ),
+            names_total: 1,
         }
     }
 
