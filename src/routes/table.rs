@@ -1022,6 +1022,16 @@ impl RouteTable {
             .map_or(0, |s| s.dirty.len() + s.dump_end.saturating_sub(s.dump))
     }
 
+    fn requeue(&self, id: u64, addrs: impl Iterator<Item = IpAddr>) {
+        let mut addrs = addrs.peekable();
+        while addrs.peek().is_some() {
+            let mut st = self.lock();
+            let Some(sub) = st.subscribers.iter_mut().find(|s| s.id == id) else { return };
+            sub.dirty.extend(addrs.by_ref().take(CHUNK));
+            sub.notify.notify_one();
+        }
+    }
+
     fn unsubscribe(&self, id: u64) {
         self.lock().subscribers.retain(|s| s.id != id);
     }
@@ -1049,6 +1059,13 @@ impl Subscription {
     /// the slots it has left, freed ones included).
     pub fn pending(&self) -> usize {
         self.table.pending(self.id)
+    }
+
+    /// Marks addresses as changed again (a consumer that could not keep
+    /// what it drained, e.g. a failed store write): the next drain gives
+    /// their current state.
+    pub fn requeue(&self, addrs: impl Iterator<Item = IpAddr>) {
+        self.table.requeue(self.id, addrs)
     }
 
     /// Turns the subscription into a bounded channel of event batches (at

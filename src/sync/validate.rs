@@ -10,7 +10,7 @@
 //!   minute of clock skew) ahead; it is then capped at now + `max_ttl`;
 //! * the origin must be the sending instance and not this one.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::log::NameState;
@@ -80,29 +80,8 @@ pub fn address(text: &str) -> Result<IpAddr, (Reason, String)> {
     }
 }
 
-/// Whether a route to this host address makes sense.
-pub fn routable_unicast(addr: IpAddr) -> bool {
-    match canonical(addr) {
-        IpAddr::V4(a) => v4_ok(a),
-        IpAddr::V6(a) => v6_ok(a),
-    }
-}
-
-fn v4_ok(a: Ipv4Addr) -> bool {
-    let first = a.octets()[0];
-    !(a.is_unspecified()
-        || a.is_loopback()
-        || a.is_multicast()
-        || a.is_broadcast()
-        || a.is_link_local()
-        || first == 0
-        || first >= 240)
-}
-
-fn v6_ok(a: Ipv6Addr) -> bool {
-    let first = a.segments()[0];
-    !(a.is_unspecified() || a.is_loopback() || a.is_multicast() || (first & 0xffc0) == 0xfe80)
-}
+/// Whether a route to this host address makes sense (the route table's rule).
+pub use crate::routes::routable_unicast;
 
 /// Judges names against the current lists at one moment.
 pub struct Checker<'a> {
