@@ -152,6 +152,10 @@ pub struct RouteJson {
     pub expires: String,
     pub source: String,
     pub names: Vec<NameJson>,
+    /// Names seen for the address; `names` keeps at most
+    /// `max_names_per_route` of them (those that live longest).
+    #[serde(default)]
+    pub names_total: u32,
 }
 
 impl RouteJson {
@@ -173,6 +177,7 @@ impl RouteJson {
                     source: a.source.as_str().to_string(),
                 })
                 .collect(),
+            names_total: r.names_total,
         })
     }
 }
