@@ -21,8 +21,12 @@ use crate::routes::{UnixMillis, canonical};
 
 /// Clock difference between instances tolerated on expiries.
 pub const CLOCK_SKEW_MS: UnixMillis = 60_000;
-/// Names one change may carry for one address.
-pub const MAX_NAMES: usize = 64;
+/// Names one change may carry for one address: the largest
+/// `max_names_per_route` a sender can have (the route table keeps at most
+/// its own cap of them, the longest-living). Senders keep at most 255 in
+/// their log record, far above the default cap of 16, so a shared address
+/// with many names always syncs.
+pub const MAX_NAMES: usize = 1024;
 
 /// Why an entry was rejected (the `reason` label of
 /// `dnsbgpd_sync_changes_rejected_total`).
