@@ -25,7 +25,7 @@ cleanup() {
     rm -rf "$DIR"
 }
 trap cleanup EXIT
-"$BIN/bgp-bench" fill --routes 0 --flood-suffixes "$SUFFIXES" --list-out "$DIR/list.txt" >/dev/null 2>&1
+"$BIN/examples/bgp-bench" fill --routes 0 --flood-suffixes "$SUFFIXES" --list-out "$DIR/list.txt" >/dev/null 2>&1
 cat >"$DIR/dnsbgpd.toml" <<EOC
 [dnstap]
 socket = "$DIR/dnstap.sock"
@@ -44,7 +44,7 @@ for _ in $(seq 200); do curl -sf "http://127.0.0.1:$PORT/api/v1/status" >/dev/nu
 cpu() { awk -v t="$TICK" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$PID/stat"; }
 C0=$(cpu)
 T0=$(date +%s.%N)
-taskset -c 1 "$BIN/bgp-bench" fill --socket "$DIR/dnstap.sock" --routes "$ANSWERS" --flood-suffixes "$SUFFIXES" --ttl 3600 >/dev/null
+taskset -c 1 "$BIN/examples/bgp-bench" fill --socket "$DIR/dnstap.sock" --routes "$ANSWERS" --flood-suffixes "$SUFFIXES" --ttl 3600 >/dev/null
 T1=$(date +%s.%N)
 C1=$(cpu)
 # The status call must answer at once after the flood too.
