@@ -332,7 +332,10 @@ fn fill(
     bytes += buf.len() as u64;
     d.finish()?;
     let secs = started.elapsed().as_secs_f64();
-    println!("answers: {routes} (ipv4 {v4}, ipv6 {v6}); routes: {}", if flood > 0 { flood.min(routes) } else { routes });
+    println!(
+        "answers: {routes} (ipv4 {v4}, ipv6 {v6}); routes: {}",
+        if flood > 0 { flood.min(routes) } else { routes }
+    );
     println!("bytes sent: {bytes}");
     println!("seconds: {secs:.3}");
     println!("answers/s: {:.0}", routes as f64 / secs);

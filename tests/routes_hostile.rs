@@ -120,7 +120,8 @@ fn list_paths_that_are_not_files_keep_the_lists() -> Result<()> {
     let file = d.list_file("vpn");
     let reloads = |d: &Dnsbgpd| d.metric("dnsbgpd_list_reloads_total{result=\"error\"}");
     let fifo = std::ffi::CString::new(file.to_str().context("path")?)?;
-    let cases: Vec<(&str, Box<dyn Fn() -> Result<()>>)> = vec![
+    type Make<'a> = Box<dyn Fn() -> Result<()> + 'a>;
+    let cases: Vec<(&str, Make)> = vec![
         (
             "a FIFO",
             Box::new(|| {
