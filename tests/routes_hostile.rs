@@ -35,7 +35,9 @@ fn frames(d: &Dnsbgpd) -> Result<f64> {
 #[test]
 fn random_subdomain_flood_is_bounded() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let d = Dnsbgpd::start(tmp.path(), &opts("wild.test\n", "max_names_per_route = 8\n"))?;
+    // max_ttl above every TTL sent: each new name lives strictly longer.
+    let o = Options { max_ttl: "24h".into(), ..opts("wild.test\n", "max_names_per_route = 8\n") };
+    let d = Dnsbgpd::start(tmp.path(), &o)?;
     let mut feed = Feed::connect(&d.socket)?;
     const N: usize = 20_000;
     let started = Instant::now();
