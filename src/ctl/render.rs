@@ -168,7 +168,11 @@ pub fn routes(v: &Value) -> Result<String, String> {
     let routes = array(v, "routes")?;
     let mut t = Table::new(&["PREFIX", "DOMAIN", "LIST", "SOURCE", "EXPIRES", "NAMES"]);
     for r in routes {
-        let names = r.get("names").and_then(Value::as_array).map_or(0, Vec::len);
+        // `names_total` counts every name, also those past max_names_per_route.
+        let names = r
+            .get("names_total")
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| r.get("names").and_then(Value::as_array).map_or(0, |n| n.len() as u64));
         t.row(vec![
             cell(r, "prefix"),
             cell(r, "domain"),

@@ -168,7 +168,8 @@ pub fn require_netns() -> bool {
     if !require_bgp(NETNS_BINS) {
         return false;
     }
-    let name = format!("{NETNS_PREFIX}{}-probe", std::process::id());
+    // Unique per call: tests of one process may probe at the same time.
+    let name = format!("{NETNS_PREFIX}{}-probe{}", std::process::id(), NETNS_COUNTER.fetch_add(1, Ordering::SeqCst));
     let ok = Command::new(ip_bin())
         .args(["netns", "add", &name])
         .stdout(Stdio::null())
