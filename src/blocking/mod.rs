@@ -13,4 +13,5 @@
 //! kernel counted.
 
 pub mod attach_config;
+pub mod config;
 pub mod kernel;
