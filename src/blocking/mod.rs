@@ -13,5 +13,8 @@
 //! kernel counted.
 
 pub mod attach_config;
+pub mod blocks;
 pub mod config;
 pub mod kernel;
+pub mod tap;
+pub mod window;
