@@ -619,7 +619,7 @@ mod tests {
             expires: 5,
             hits: 0,
         };
-        let ops = s.reconcile(&[stray.clone()]);
+        let ops = s.reconcile(std::slice::from_ref(&stray));
         assert_eq!(ops.len(), 3, "{ops:?}");
         assert!(ops.contains(&KernelOp::Remove(stray.key)));
         s.remove(&b.key);

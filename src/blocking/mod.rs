@@ -15,6 +15,7 @@
 pub mod attach_config;
 pub mod blocks;
 pub mod config;
+pub mod engine;
 pub mod kernel;
 pub mod tap;
 pub mod window;

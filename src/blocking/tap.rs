@@ -169,7 +169,7 @@ impl Plan {
             counters: next.min(COUNTERS),
             names: s.rules.iter().any(|r| r.kind == RuleKind::NxdomainSuffix),
             excluded_names,
-            max_clients_per_tick: MAX_CLIENTS_PER_TICK.min(s.max_tracked.max(16)),
+            max_clients_per_tick: MAX_CLIENTS_PER_TICK.min(s.max_tracked.max(4096)),
         }
     }
 
