@@ -17,5 +17,6 @@ pub mod blocks;
 pub mod config;
 pub mod engine;
 pub mod kernel;
+pub mod service;
 pub mod tap;
 pub mod window;
