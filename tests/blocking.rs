@@ -291,3 +291,56 @@ fn manual_blocks_survive_a_restart() -> Result<()> {
     assert!(block(&d, "qname:short.test")?.is_none(), "expired while down");
     Ok(())
 }
+
+/// `dnsbgpd replay` over a capture made here (real unbound writing to
+/// fstrm_capture) gives the routes and blocks the daemon would have made,
+/// on the capture's own clock, without a daemon.
+#[test]
+fn replay_of_a_real_capture() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    if !peers::require(peers::UNBOUND_BINS) || !peers::require(peers::FSTRM_BINS) {
+        return Ok(());
+    }
+    let nsd = Nsd::start(tmp.path())?;
+    let mut cap = peers::FstrmCapture::unix(tmp.path())?;
+    let mut ub = Unbound::start(tmp.path(), nsd.port(), cap.target())?;
+    let port = ub.port();
+    let quiet = std::thread::spawn(move || {
+        dns_load::run(ip("127.0.0.3"), port, 10, Duration::from_millis(1500), |_| peers::WWW_OTHER.into())
+    });
+    let loud = dns_load::run(ip("127.0.0.2"), port, 300, Duration::from_millis(1500), |_| peers::WWW_LISTED.into())?;
+    quiet.join().map_err(|_| anyhow::anyhow!("panicked"))??;
+    let want = 2 * (loud.answered as usize);
+    cap.wait_until(ARRIVE, |b| peers::fstrm_data_frames(b).map(|f| f.len() >= want).unwrap_or(false))?;
+    ub.stop();
+    cap.stop();
+    let rules = "[blocking]\n[[blocking.rule]]\nname = \"qps\"\nkind = \"query_rate\"\nrate = 40\nwindow = \"1s\"\n\
+                 duration = \"3s\"\n";
+    let d = Dnsbgpd::configure(tmp.path(), &Options { extra_config: rules.into(), ..Options::default() })?;
+    let out = std::process::Command::new(common::binary())
+        .args(["replay", "--json", "--config"])
+        .arg(&d.config)
+        .arg(cap.output())
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout)?;
+    let blocks = report["blocks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(blocks.len(), 1, "{report}");
+    assert_eq!(blocks[0]["key"], "127.0.0.2");
+    assert_eq!(blocks[0]["rule"], "qps");
+    // The capture's clock: the block starts within the capture.
+    let (start, created) = (time(&report["start"])?, time(&blocks[0]["created"])?);
+    assert!(created >= start && created.duration_since(start)? < Duration::from_secs(2), "{report}");
+    let routes = report["routes"].as_array().cloned().unwrap_or_default();
+    assert!(routes.iter().any(|r| r["prefix"] == "198.51.100.10/32" && r["domain"] == "www.listed.test"), "{report}");
+    assert!(report["frames"].as_u64().unwrap_or(0) >= want as u64, "{report}");
+    // The text form says the same.
+    let out = std::process::Command::new(common::binary())
+        .args(["replay", "--config"])
+        .arg(&d.config)
+        .arg(cap.output())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("blocks: 1") && text.contains("127.0.0.2  source"), "{text}");
+    Ok(())
+}

@@ -17,6 +17,7 @@ pub mod blocks;
 pub mod config;
 pub mod engine;
 pub mod kernel;
+pub mod replay;
 pub mod service;
 pub mod tap;
 pub mod window;

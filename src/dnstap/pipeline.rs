@@ -237,6 +237,21 @@ impl Pipeline {
     }
 }
 
+/// The dnstap time of a frame in milliseconds (the response time of a
+/// response, the query time of a query); `None` for a frame that is not
+/// dnstap or carries no time. `replay` drives its clock with it.
+pub fn frame_time(frame: &[u8]) -> Option<UnixMillis> {
+    let p = peek::peek(frame).ok()?;
+    let response = MessageType::from_i32(p.mtype).is_some_and(MessageType::is_response);
+    let (sec, nsec) = if response {
+        (p.response_time_sec.or(p.query_time_sec), p.response_time_nsec.or(p.query_time_nsec))
+    } else {
+        (p.query_time_sec.or(p.response_time_sec), p.query_time_nsec.or(p.response_time_nsec))
+    };
+    let s = sec.filter(|s| *s > 0)?;
+    Some(s.saturating_mul(1000).saturating_add(u64::from(nsec.unwrap_or(0) / 1_000_000)))
+}
+
 /// The `Observation` that `Observation::parse` builds from the prost
 /// message and hickory, from what `peek` and `dnswire::parse_simple` found
 /// (the tests compare the two). Client and time as in `observation.rs`.
