@@ -144,14 +144,6 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         s.start(&tracker, shutdown.clone());
     }
 
-    // BGP: after the store is loaded, so that a restarted speaker announces
-    // the stored table before End-of-RIB (graceful restart).
-    if let Some(bgp) = &settings.bgp {
-        let speaker =
-            Speaker::start(bgp, &settings.lists, table.clone(), bgp_metrics, shutdown.clone(), &tracker).await?;
-        let _ = api_state.bgp.set(speaker);
-    }
-
     // Blocking: the engine runs whether or not the kernel filter can.
     let blocking = match (&settings.blocking, blocking_metrics) {
         (Some(b), Some(m)) => {
@@ -171,6 +163,16 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         }
         _ => None,
     };
+
+    // BGP: after the store is loaded, so that a restarted speaker announces
+    // the stored table before End-of-RIB (graceful restart).
+    if let Some(bgp) = &settings.bgp {
+        let blackholes = blocking.as_ref().map(|b| b.blackholes());
+        let speaker =
+            Speaker::start(bgp, &settings.lists, table.clone(), bgp_metrics, blackholes, shutdown.clone(), &tracker)
+                .await?;
+        let _ = api_state.bgp.set(speaker);
+    }
 
     // dnstap listeners.
     let mut pipeline = Pipeline::new(lists.clone(), ingest.clone(), metrics.clone(), &settings.dnstap.message_types);

@@ -344,3 +344,103 @@ fn replay_of_a_real_capture() -> Result<()> {
     assert!(text.contains("blocks: 1") && text.contains("127.0.0.2  source"), "{text}");
     Ok(())
 }
+
+fn bird(dir: &std::path::Path) -> Result<common::bgp_peers::Bird> {
+    use common::bgp_peers::{Bird, BirdConfig, BirdNeighbor};
+    let mut cfg = BirdConfig::new("192.0.2.1".parse()?, 65000, ip("127.0.0.1"));
+    let mut n = BirdNeighbor::new("dnsbgpd", ip("127.0.0.1"), 0, 65010);
+    n.passive = true;
+    cfg.neighbors.push(n);
+    Bird::start(dir, &cfg)
+}
+
+fn bird_route(b: &common::bgp_peers::Bird, prefix: &str) -> Result<Option<common::bgp_peers::BirdRoute>> {
+    Ok(b.route(prefix)?.into_iter().next())
+}
+
+/// `n` CLIENT_QUERY frames from `client` on a unidirectional dnstap
+/// connection (bird ignores routes for loopback prefixes, so the
+/// blackholed client must not be a loopback address: no resolver here).
+fn dnstap_queries(socket: &std::path::Path, client: std::net::Ipv4Addr, n: usize) -> Result<()> {
+    use dnsbgpd::dnstap::framestream::{ControlFrame, ControlType, DNSTAP_CONTENT_TYPE, control_bytes};
+    use prost::Message as _;
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    s.write_all(&control_bytes(&ControlFrame::with_content_type(ControlType::Start, DNSTAP_CONTENT_TYPE)))?;
+    let now = SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    for i in 0..n {
+        let msg = dnsbgpd::dnstap::proto::Message {
+            r#type: 5,
+            socket_family: Some(1),
+            socket_protocol: Some(1),
+            query_address: Some(client.octets().to_vec().into()),
+            query_port: Some(40000),
+            query_time_sec: Some(now.as_secs()),
+            query_time_nsec: Some(now.subsec_nanos()),
+            query_message: Some(dns_load::query(i as u16, "www.other.test", 1).into()),
+            ..Default::default()
+        };
+        let frame =
+            dnsbgpd::dnstap::proto::Dnstap { r#type: 1, message: Some(msg), ..Default::default() }.encode_to_vec();
+        s.write_all(&(frame.len() as u32).to_be_bytes())?;
+        s.write_all(&frame)?;
+    }
+    s.write_all(&control_bytes(&ControlFrame::new(ControlType::Stop)))?;
+    Ok(())
+}
+
+/// Blackhole export: a rule with `action = "blackhole"` and a manual
+/// `"blackhole": true` block reach a bird neighbor that opted in, with
+/// BLACKHOLE (65535:666) and NO_EXPORT, and are withdrawn when the block
+/// ends; a neighbor with the default `export` never sees them.
+#[test]
+fn blackhole_export_to_bird() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    if !common::bgp_peers::require_bgp(common::bgp_peers::BIRD_BINS) {
+        return Ok(());
+    }
+    let opted = bird(tmp.path())?;
+    let plain = bird(tmp.path())?;
+    let neighbor = |name: &str, port: u16, extra: &str| {
+        format!(
+            "\n[[bgp.neighbor]]\nname = \"{name}\"\naddress = \"127.0.0.1\"\nport = {port}\nremote_as = 65000\n\
+             connect_retry = \"200ms\"\n{extra}\n"
+        )
+    };
+    let config = format!(
+        "[bgp]\nlocal_as = 65010\nrouter_id = \"192.0.2.10\"\nbatch_interval = \"20ms\"\n{}{}\n\
+         [blocking]\n[[blocking.rule]]\nname = \"flood\"\nkind = \"query_rate\"\nrate = 40\nwindow = \"1s\"\n\
+         duration = \"2s\"\naction = \"blackhole\"\n",
+        neighbor("opted", opted.port(), "export = [\"routes\", \"blackhole\"]"),
+        neighbor("plain", plain.port(), ""),
+    );
+    let d = Dnsbgpd::start(tmp.path(), &Options { extra_config: config, ..Options::default() })?;
+    opted.wait_established("dnsbgpd", Duration::from_secs(15))?;
+    plain.wait_established("dnsbgpd", Duration::from_secs(15))?;
+
+    dnstap_queries(&d.socket, "198.51.100.77".parse()?, 200)?;
+    let b = wait_block(&d, "198.51.100.77")?;
+    assert_eq!(b["action"], "blackhole", "{b}");
+    let r = wait_for(Duration::from_secs(10), "blackhole in bird", || bird_route(&opted, "198.51.100.77/32"))?;
+    assert!(r.communities.contains(&(65535, 666)), "{r:?}");
+    assert!(r.communities.contains(&(65535, 65281)), "NO_EXPORT: {r:?}");
+    assert_eq!(r.as_path, vec![65010], "{r:?}");
+    // A manual blackhole of a /24, and one outside the default bounds (/16).
+    for body in [r#"{"key": "203.0.113.0/24", "blackhole": true}"#, r#"{"key": "203.0.0.0/16", "blackhole": true}"#] {
+        assert_eq!(request(d.api, "POST", "/api/v1/blocks", &[], body)?.0, 201);
+    }
+    wait_for(Duration::from_secs(10), "manual blackhole in bird", || bird_route(&opted, "203.0.113.0/24"))?;
+    assert!(bird_route(&opted, "203.0.0.0/16")?.is_none(), "shorter than blackhole_min_v4");
+    assert!(bird_route(&plain, "198.51.100.77/32")?.is_none(), "the default export is routes only");
+    assert!(bird_route(&plain, "203.0.113.0/24")?.is_none());
+    // Withdrawn at expiry and at DELETE.
+    wait_for(Duration::from_secs(10), "blackhole withdrawn at expiry", || {
+        Ok(bird_route(&opted, "198.51.100.77/32")?.is_none().then_some(()))
+    })?;
+    assert!(block(&d, "198.51.100.77")?.is_none());
+    assert_eq!(request(d.api, "DELETE", "/api/v1/blocks/203.0.113.0%2F24", &[], "")?.0, 204);
+    wait_for(Duration::from_secs(5), "manual blackhole withdrawn", || {
+        Ok(bird_route(&opted, "203.0.113.0/24")?.is_none().then_some(()))
+    })?;
+    Ok(())
+}
