@@ -27,7 +27,7 @@ BATCH=${BATCH:-50ms}
 TIMEOUT=${TIMEOUT:-120}
 
 cd "$(dirname "$0")/.."
-nice -n 5 cargo build --release --bin dnsbgpd --bin bgp-bench >&2
+nice -n 5 cargo build --release --bin dnsbgpd --example bgp-bench >&2
 BIN=$PWD/target/release
 command -v bird >/dev/null && command -v birdc >/dev/null || { echo "bird2 is needed (apt-get install bird2)" >&2; exit 1; }
 
@@ -62,10 +62,10 @@ run_one() { # MODE(on|off) RUN
     local mode=$1 run=$2 dir="$TMP/$1-$2"
     mkdir -p "$dir"
     local bird_port api_port
-    bird_port=$("$BIN/bgp-bench" port)
-    api_port=$("$BIN/bgp-bench" port)
+    bird_port=$("$BIN/examples/bgp-bench" port)
+    api_port=$("$BIN/examples/bgp-bench" port)
     API=127.0.0.1:$api_port
-    "$BIN/bgp-bench" fill --list-out "$dir/list.txt" --routes 0 >/dev/null 2>&1
+    "$BIN/examples/bgp-bench" fill --list-out "$dir/list.txt" --routes 0 >/dev/null 2>&1
     local ext=true ext_bird=on
     [ "$mode" = off ] && ext=false && ext_bird=off
     cat >"$dir/dnsbgpd.toml" <<EOF
@@ -99,7 +99,7 @@ EOF
     curl -sf "http://$API/api/v1/status" >/dev/null || { echo "dnsbgpd did not become ready" >&2; tail "$dir/dnsbgpd.log" >&2; exit 1; }
 
     local fill_out
-    fill_out=$("$BIN/bgp-bench" fill --socket "$dir/dnstap.sock" --routes "$ROUTES" --v6-percent "$V6_PERCENT")
+    fill_out=$("$BIN/examples/bgp-bench" fill --socket "$dir/dnstap.sock" --routes "$ROUTES" --v6-percent "$V6_PERCENT")
     local in_table
     in_table=$(metric dnsbgpd_routes_in_table)
     [ "${in_table%.*}" -eq "$ROUTES" ] || { echo "table has $in_table routes, expected $ROUTES" >&2; exit 1; }

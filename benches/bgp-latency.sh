@@ -20,7 +20,7 @@ RUNS=${RUNS:-1}
 PREFILL=${PREFILL:-0}
 
 cd "$(dirname "$0")/.."
-nice -n 5 cargo build --release --bin dnsbgpd --bin bgp-bench >&2
+nice -n 5 cargo build --release --bin dnsbgpd --example bgp-bench >&2
 BIN=$PWD/target/release
 
 TMP=$(mktemp -d /tmp/bgp-latency.XXXXXX)
@@ -46,9 +46,9 @@ for batch in $BATCHES; do
     for run in $(seq "$RUNS"); do
         dir="$TMP/$batch-$run"
         mkdir -p "$dir"
-        bgp_port=$("$BIN/bgp-bench" port)
-        api_port=$("$BIN/bgp-bench" port)
-        "$BIN/bgp-bench" fill --list-out "$dir/list.txt" --routes 0 >/dev/null 2>&1
+        bgp_port=$("$BIN/examples/bgp-bench" port)
+        api_port=$("$BIN/examples/bgp-bench" port)
+        "$BIN/examples/bgp-bench" fill --list-out "$dir/list.txt" --routes 0 >/dev/null 2>&1
         cat >"$dir/dnsbgpd.toml" <<EOF
 [dnstap]
 socket = "$dir/dnstap.sock"
@@ -77,11 +77,11 @@ EOF
         DAEMON_PID=$!
         for _ in $(seq 200); do [ -S "$dir/dnstap.sock" ] && curl -sf "http://127.0.0.1:$api_port/api/v1/status" >/dev/null && break; sleep 0.05; done
         if [ "$PREFILL" -gt 0 ]; then
-            "$BIN/bgp-bench" fill --socket "$dir/dnstap.sock" --routes "$PREFILL" >/dev/null
+            "$BIN/examples/bgp-bench" fill --socket "$dir/dnstap.sock" --routes "$PREFILL" >/dev/null
         fi
         echo "== batch_interval=$batch run $run load $(cut -d' ' -f1 /proc/loadavg)"
         cpu0=$(awk '{print $14 + $15}' "/proc/$DAEMON_PID/stat")
-        "$BIN/bgp-bench" latency --socket "$dir/dnstap.sock" --bgp-listen "127.0.0.1:$bgp_port" \
+        "$BIN/examples/bgp-bench" latency --socket "$dir/dnstap.sock" --bgp-listen "127.0.0.1:$bgp_port" \
             --rate "$RATE" --seconds "$SECONDS_" ${SAMPLES_DIR:+--samples-out "$SAMPLES_DIR/$batch-$run.txt"} 2>&1 |
             grep -v '^waiting for\|^epoch'
         cpu1=$(awk '{print $14 + $15}' "/proc/$DAEMON_PID/stat")

@@ -5,10 +5,10 @@
 #
 # Runs target/release/dnsbgpd pinned to core 0 (taskset -c 0) with a unix
 # dnstap socket, a store and the API in a temporary directory, and
-# target/release/dnstap-load pinned to core 1. Reports the daemon's CPU
+# target/release/examples/dnstap-load pinned to core 1. Reports the daemon's CPU
 # time (utime+stime from /proc/PID/stat) over the load, frames/s, CPU-µs
 # per frame, what /metrics counted, and VmRSS/VmHWM. Build first:
-#   cargo build --release --bins
+#   cargo build --release --bin dnsbgpd --example dnstap-load
 #
 # Environment: BIN (directory of the binaries, default target/release),
 # STORE_CACHE ([routes] store_cache in bytes), PERF (arguments of a `perf`
@@ -43,7 +43,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$BIN/dnstap-load" --names "$NAMES" --listed-percent "$LISTED" --list-size "$LIST_SIZE" \
+"$BIN/examples/dnstap-load" --names "$NAMES" --listed-percent "$LISTED" --list-size "$LIST_SIZE" \
     --list-out "$DIR/list.txt" "${EXTRA[@]}"
 
 cat >"$DIR/dnsbgpd.toml" <<EOF
@@ -83,7 +83,7 @@ if [[ -n ${PERF:-} ]]; then
     PERF_PID=$!
 fi
 T0=$(date +%s.%N)
-${LOAD_WRAP:-} taskset -c 1 "$BIN/dnstap-load" --socket "$DIR/dnstap.sock" --frames "$FRAMES" --names "$NAMES" \
+${LOAD_WRAP:-} taskset -c 1 "$BIN/examples/dnstap-load" --socket "$DIR/dnstap.sock" --frames "$FRAMES" --names "$NAMES" \
     --listed-percent "$LISTED" "${EXTRA[@]}"
 T1=$(date +%s.%N)
 CPU1=$(cpu)

@@ -2,7 +2,7 @@
 //!
 //! * `framestream/decode`: the Frame Streams decoder on a buffer of many frames;
 //! * `pipeline/handle/{10k,1M}`: `Pipeline::handle` on the realistic mix of
-//!   `src/bin/dnstap-load/mix.rs` with lists of 10 k and 1 M domains;
+//!   `examples/dnstap-load/mix.rs` with lists of 10 k and 1 M domains;
 //! * `server/unix`: a whole connection (`Server::connection`) reading the same
 //!   frames from a unix socket pair, Framed buffer and all;
 //! * `matcher/lookup/{10k,1M}`: `DomainMatcher::lookup` alone;
@@ -19,7 +19,7 @@
 //! `cargo bench --bench pipeline [-- FILTER]`; `DNSBGPD_BENCH_QUICK=1`
 //! shortens every measurement (a smoke run).
 
-#[path = "../src/bin/dnstap-load/mix.rs"]
+#[path = "../examples/dnstap-load/mix.rs"]
 mod mix;
 
 use std::alloc::{GlobalAlloc, Layout, System};

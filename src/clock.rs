@@ -4,7 +4,11 @@
 //! tests must be able to pause and advance time. The clock reads the wall
 //! clock once and then advances with `tokio::time::Instant`, which is
 //! monotonic in production and controllable under `start_paused`.
+//! [`Clock::resync`] (called periodically by the daemon) re-reads the wall
+//! clock, so a clock that was wrong at boot and is corrected later (NTP)
+//! is followed.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch.
@@ -14,21 +18,38 @@ pub type UnixMillis = u64;
 pub struct Clock {
     base_wall: UnixMillis,
     base: tokio::time::Instant,
+    /// Correction found by [`Clock::resync`], shared by every copy (one
+    /// small allocation per clock made, which lives as long as the process).
+    offset: &'static AtomicI64,
+}
+
+fn wall_now() -> UnixMillis {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as UnixMillis
 }
 
 impl Clock {
     pub fn new() -> Clock {
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        Clock { base_wall: wall.as_millis() as UnixMillis, base: tokio::time::Instant::now() }
+        Clock::starting_at(wall_now())
     }
 
     /// A clock starting at a given wall time (tests).
     pub fn starting_at(base_wall: UnixMillis) -> Clock {
-        Clock { base_wall, base: tokio::time::Instant::now() }
+        Clock { base_wall, base: tokio::time::Instant::now(), offset: Box::leak(Box::new(AtomicI64::new(0))) }
     }
 
     pub fn now(&self) -> UnixMillis {
-        self.base_wall + self.base.elapsed().as_millis() as UnixMillis
+        let t = self.base_wall + self.base.elapsed().as_millis() as UnixMillis;
+        t.saturating_add_signed(self.offset.load(Ordering::Relaxed))
+    }
+
+    /// Re-reads the wall clock; returns by how many milliseconds it moved
+    /// against the monotonic clock since the last read.
+    pub fn resync(&self) -> i64 {
+        let before = self.now();
+        let monotonic = self.base_wall + self.base.elapsed().as_millis() as UnixMillis;
+        let offset = wall_now() as i64 - monotonic as i64;
+        self.offset.store(offset, Ordering::Relaxed);
+        self.now() as i64 - before as i64
     }
 }
 

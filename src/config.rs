@@ -63,6 +63,12 @@ struct RawRoutes {
     max_ttl: Option<Spanned<ConfigDuration>>,
     flush_interval: Option<Spanned<ConfigDuration>>,
     store_cache: Option<ByteSize>,
+    max_routes: Option<Spanned<usize>>,
+    max_names_per_route: Option<Spanned<usize>>,
+    #[serde(default)]
+    deny: Vec<Spanned<String>>,
+    shutdown_timeout: Option<Spanned<ConfigDuration>>,
+    max_list_size: Option<Spanned<ByteSize>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +83,7 @@ struct RawList {
     next_hop_v4: Option<std::net::Ipv4Addr>,
     next_hop_v6: Option<std::net::Ipv6Addr>,
     med: Option<u32>,
+    max_routes: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,7 +131,25 @@ pub struct RouteSettings {
     pub max_ttl: Duration,
     pub flush_interval: Duration,
     pub store_cache: usize,
+    /// Most routes in the table; new addresses beyond are refused.
+    pub max_routes: usize,
+    /// Most attributions (names) one route keeps.
+    pub max_names_per_route: usize,
+    /// Prefixes that never become routes (besides the built-in unroutable
+    /// ranges and the BGP neighbors' addresses).
+    pub deny: Vec<ipnet::IpNet>,
+    /// How long an ordered shutdown may take before the daemon exits anyway.
+    pub shutdown_timeout: Duration,
+    /// Largest list file read; a bigger one fails the (re)load.
+    pub max_list_size: u64,
 }
+
+/// The longest `max_ttl` (and `min_ttl`) accepted.
+pub const MAX_TTL_LIMIT: Duration = Duration::from_secs(7 * 86_400);
+/// Default of `[routes] shutdown_timeout`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of `[routes] max_list_size`.
+pub const DEFAULT_MAX_LIST_SIZE: u64 = 256 << 20;
 
 #[derive(Debug, Clone, Default)]
 pub struct ListSettings {
@@ -137,6 +162,8 @@ pub struct ListSettings {
     pub next_hop_v6: Option<std::net::Ipv6Addr>,
     /// MULTI_EXIT_DISC for this list's routes.
     pub med: Option<u32>,
+    /// This list's own cap on routes.
+    pub max_routes: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -245,6 +272,11 @@ fn validate(
         max_ttl: None,
         flush_interval: None,
         store_cache: None,
+        max_routes: None,
+        max_names_per_route: None,
+        deny: Vec::new(),
+        shutdown_timeout: None,
+        max_list_size: None,
     });
     let min_ttl = r.min_ttl.as_ref().map(|s| s.get_ref().0).unwrap_or(Duration::from_secs(3600));
     let max_ttl = r.max_ttl.as_ref().map(|s| s.get_ref().0).unwrap_or(Duration::from_secs(86_400));
@@ -252,10 +284,51 @@ fn validate(
         let span = r.max_ttl.as_ref().or(r.min_ttl.as_ref()).map(Spanned::span).unwrap_or(0..0);
         problem(span, format!("min_ttl ({min_ttl:?}) is longer than max_ttl ({max_ttl:?})"));
     }
-    if max_ttl.is_zero() {
+    if max_ttl.is_zero() || max_ttl > MAX_TTL_LIMIT {
         let span = r.max_ttl.as_ref().map(Spanned::span).unwrap_or(0..0);
-        problem(span, "max_ttl must be longer than zero".into());
+        problem(span, "max_ttl must be longer than zero and at most 7d".into());
     }
+    let max_routes = match &r.max_routes {
+        Some(s) if *s.get_ref() == 0 || *s.get_ref() > 50_000_000 => {
+            problem(s.span(), "max_routes must be between 1 and 50000000".into());
+            crate::routes::table::DEFAULT_MAX_ROUTES
+        }
+        Some(s) => *s.get_ref(),
+        None => crate::routes::table::DEFAULT_MAX_ROUTES,
+    };
+    let max_names_per_route = match &r.max_names_per_route {
+        Some(s) if *s.get_ref() == 0 || *s.get_ref() > 1024 => {
+            problem(s.span(), "max_names_per_route must be between 1 and 1024".into());
+            crate::routes::table::DEFAULT_MAX_NAMES_PER_ROUTE
+        }
+        Some(s) => *s.get_ref(),
+        None => crate::routes::table::DEFAULT_MAX_NAMES_PER_ROUTE,
+    };
+    let mut deny = Vec::new();
+    for d in &r.deny {
+        let text = d.get_ref();
+        let net = text.parse::<ipnet::IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match net {
+            Ok(n) => deny.push(n.trunc()),
+            Err(_) => problem(d.span(), format!("deny: {text:?} is not an address or a prefix (\"203.0.113.0/24\")")),
+        }
+    }
+    let shutdown_timeout = match &r.shutdown_timeout {
+        Some(s) if s.get_ref().0 < Duration::from_secs(1) || s.get_ref().0 > Duration::from_secs(600) => {
+            problem(s.span(), "shutdown_timeout must be between 1s and 10m".into());
+            DEFAULT_SHUTDOWN_TIMEOUT
+        }
+        Some(s) => s.get_ref().0,
+        None => DEFAULT_SHUTDOWN_TIMEOUT,
+    };
+    let max_list_size = match &r.max_list_size {
+        Some(s) if s.get_ref().0 < 1024 || s.get_ref().0 as u64 > 4 << 30 => {
+            problem(s.span(), "max_list_size must be between 1KiB and 4GiB".into());
+            DEFAULT_MAX_LIST_SIZE
+        }
+        Some(s) => s.get_ref().0 as u64,
+        None => DEFAULT_MAX_LIST_SIZE,
+    };
     let flush_interval = match r.flush_interval {
         Some(s) if s.get_ref().0.is_zero() || s.get_ref().0 > Duration::from_secs(60) => {
             problem(s.span(), "flush_interval must be between 1ms and 60s".into());
@@ -305,7 +378,19 @@ fn validate(
                 ),
             }
         }
+        let list_max_routes = match &l.max_routes {
+            Some(m) if *m.get_ref() == 0 || *m.get_ref() > max_routes => {
+                problem(
+                    m.span(),
+                    format!("max_routes of list {name:?} must be between 1 and [routes] max_routes ({max_routes})"),
+                );
+                None
+            }
+            Some(m) => Some(*m.get_ref()),
+            None => None,
+        };
         lists.push(ListSettings {
+            max_routes: list_max_routes,
             name: Arc::from(name.as_str()),
             file: resolve(base, l.file.get_ref()),
             communities,
@@ -362,6 +447,11 @@ fn validate(
             max_ttl,
             flush_interval,
             store_cache: r.store_cache.map(|b| b.0).unwrap_or(16 << 20),
+            max_routes,
+            max_names_per_route,
+            deny,
+            shutdown_timeout,
+            max_list_size,
         },
         lists,
         api,
@@ -452,6 +542,34 @@ mod tests {
         assert_eq!(s.lists[0].communities, vec![(65010, 100)]);
         assert_eq!(s.lists[0].large_communities, vec![(65010, 0, 100)]);
         assert_eq!(s.dnstap.message_types, vec![MessageType::ClientResponse]);
+    }
+
+    #[test]
+    fn route_bounds_and_their_limits() {
+        let s = parse(
+            "[dnstap]\nsocket = \"/x\"\n[routes]\nmax_routes = 1000\nmax_names_per_route = 4\n\
+             deny = [\"203.0.113.0/24\", \"2001:db8::1\", \"198.51.100.9/24\"]\nshutdown_timeout = \"3s\"\n\
+             max_list_size = \"1MiB\"\n[[list]]\nname = \"a\"\nfile = \"a.txt\"\nmax_routes = 10\n",
+        )
+        .unwrap();
+        let r = &s.routes;
+        assert_eq!((r.max_routes, r.max_names_per_route, r.max_list_size), (1000, 4, 1 << 20));
+        assert_eq!(r.shutdown_timeout, Duration::from_secs(3));
+        let deny: Vec<String> = r.deny.iter().map(|n| n.to_string()).collect();
+        assert_eq!(deny, ["203.0.113.0/24", "2001:db8::1/128", "198.51.100.0/24"]);
+        assert_eq!(s.lists[0].max_routes, Some(10));
+        let d = parse("[dnstap]\nsocket = \"/x\"\n").unwrap();
+        assert_eq!((d.routes.max_routes, d.routes.max_names_per_route), (2_000_000, 16));
+        assert_eq!((d.routes.shutdown_timeout, d.routes.max_list_size), (Duration::from_secs(10), 256 << 20));
+        // Every bound is checked, each problem on its own line.
+        let err = parse(
+            "[dnstap]\nsocket = \"/x\"\n[routes]\nmax_ttl = \"30d\"\nmax_routes = 0\nmax_names_per_route = 5000\n\
+             deny = [\"nope\"]\nshutdown_timeout = \"1h\"\nmax_list_size = \"8GiB\"\n\
+             [[list]]\nname = \"a\"\nfile = \"a.txt\"\nmax_routes = 3000000\n",
+        )
+        .unwrap_err();
+        let lines: Vec<usize> = err.0.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![4, 5, 6, 7, 8, 9, 13], "{err}");
     }
 
     #[test]

@@ -4,6 +4,12 @@
 //! Start-up order matters for readiness: the API binds first (answering
 //! 503 while loading), then lists, store and table are loaded, then the
 //! dnstap listeners bind; only then does `/api/v1/status` say ready.
+//!
+//! Shutdown order (all within `[routes] shutdown_timeout`): the inputs stop
+//! first (dnstap listeners, API, peer sync, reloads, expiry), then the
+//! store writer drains the table's pending changes and flushes, then the
+//! sync cursors are saved, and only then do the BGP sessions close
+//! (gracefully, so routers keep the routes across a restart).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,25 +36,26 @@ use crate::lists::Lists;
 use crate::lists::watch::{self, ReloadCause};
 use crate::metrics::Metrics;
 use crate::routes::ingest::Ingest;
-use crate::routes::store::{self, RouteStore, SledStore};
+use crate::routes::store::{self, RouteStore, SledStore, StoreStatus};
 use crate::routes::{Clock, RouteEvent, RouteTable};
 use crate::sync::PeerSync;
 use crate::sync::metrics::SyncMetrics;
 
 /// How often expired routes are looked for (expiry is within this of due).
 const EXPIRY_TICK: Duration = Duration::from_millis(250);
+/// The wall clock is re-read every this many expiry ticks (10 s).
+const CLOCK_RESYNC_TICKS: u32 = 40;
 
 /// Runs the daemon until `shutdown` is cancelled.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let started = Instant::now();
-    let tracker = TaskTracker::new();
     let mut registry = Metrics::new();
     let bgp_metrics = BgpMetrics::register(&mut registry.registry);
     let sync_metrics = settings.sync.as_ref().map(|_| SyncMetrics::register(&mut registry.registry));
     let blocking_metrics = settings.blocking.as_ref().map(|_| BlockingMetrics::register(&mut registry.registry));
     let metrics = Arc::new(registry);
 
-    let (lists, problems) = Lists::load(&settings.lists)?;
+    let (lists, problems) = Lists::load_bounded(&settings.lists, settings.routes.max_list_size)?;
     for p in &problems {
         warn!("{p}");
     }
@@ -64,7 +71,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let db = sled.db().clone();
     let blocking_db = sled.db().clone();
     let store: Arc<dyn RouteStore> = Arc::new(sled);
-    let table = Arc::new(RouteTable::new(Clock::new(), r.min_ttl, r.max_ttl));
+    let table = Arc::new(RouteTable::new(Clock::new(), r.min_ttl, r.max_ttl).with_limits(route_limits(&settings)));
+    let store_status = Arc::new(StoreStatus::default());
+    // Inputs stop first, the store writer next, BGP last (module docs).
+    let (inputs, inputs_done) = (shutdown.child_token(), TaskTracker::new());
+    let (writer_stop, writer_done) = (CancellationToken::new(), TaskTracker::new());
+    let (bgp_stop, bgp_done) = (CancellationToken::new(), TaskTracker::new());
     let ingest = Arc::new(Ingest::new(table.clone()));
     let (store_cycles_tx, store_cycles) = tokio::sync::watch::channel(0u64);
     let sync = match (&settings.sync, sync_metrics) {
@@ -91,6 +103,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         bgp: Default::default(),
         token: settings.api.token.clone(),
         blocking: Default::default(),
+        store: store_status.clone(),
     });
     {
         let mut app = api::router(api_state.clone());
@@ -101,7 +114,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             Some((cert, key)) => Some(crate::tls::server_config(cert, key).map_err(anyhow::Error::msg)?),
             None => None,
         };
-        tracker.spawn(crate::tls::serve_api(api_listener, app, tls, shutdown.clone()));
+        inputs_done.spawn(crate::tls::serve_api(api_listener, app, tls, inputs.clone()));
     }
     info!(listen = %api_addr, "API listening");
 
@@ -112,9 +125,21 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let granularity = (r.min_ttl / 16).clamp(Duration::from_secs(1), Duration::from_secs(600));
     let store_sub = table.subscribe(false, Some(granularity));
     let loader = store.clone();
-    let (stored, bad) = tokio::task::spawn_blocking(move || loader.load()).await??;
+    let (stored, bad, store_time) =
+        tokio::task::spawn_blocking(move || loader.load().and_then(|(s, b)| Ok((s, b, loader.time()?)))).await??;
     let stored_count = stored.len();
-    let dropped_expired = table.load(stored);
+    let now = table.clock().now();
+    if let Some(t) = store_time
+        && now.saturating_sub(t) > crate::clock::millis(r.max_ttl)
+    {
+        warn!(
+            store_time = %crate::clock::rfc3339(t),
+            now = %crate::clock::rfc3339(now),
+            "the clock is far ahead of the store's last write (a long stop, or a clock set wrong): \
+             stored routes keep the life they had left then"
+        );
+    }
+    let dropped_expired = table.load_at(stored, store_time);
     if !dropped_expired.is_empty() {
         let events: Vec<RouteEvent> = dropped_expired.iter().map(|a| RouteEvent::Removed(*a)).collect();
         let s = store.clone();
@@ -132,23 +157,27 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         store = %r.store.display(),
         "route store loaded"
     );
-    tracker.spawn(store::run_writer(
+    writer_done.spawn(store::run_writer(
         store,
         store_sub,
         r.flush_interval,
         metrics.clone(),
-        shutdown.clone(),
+        store_status.clone(),
+        *table.clock(),
+        writer_stop.clone(),
         store_cycles_tx,
     ));
     if let Some(s) = &sync {
-        s.start(&tracker, shutdown.clone());
+        s.start(&inputs_done, inputs.clone());
     }
 
     // Blocking: the engine runs whether or not the kernel filter can.
     let blocking = match (&settings.blocking, blocking_metrics) {
         (Some(b), Some(m)) => {
             let enforcer = match &b.attach {
-                Some(a) => kernel::start(a, u32::try_from(b.max_blocks).unwrap_or(u32::MAX), &tracker, shutdown.clone()),
+                Some(a) => {
+                    kernel::start(a, u32::try_from(b.max_blocks).unwrap_or(u32::MAX), &inputs_done, inputs.clone())
+                }
                 None => Err(EnforceError::Unavailable(
                     "no [blocking.attach] section: blocks are listed (and exported over BGP), not enforced in the kernel"
                         .into(),
@@ -157,7 +186,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             let clock = *table.clock();
             let (b, db) = (b.clone(), blocking_db);
             let svc = tokio::task::spawn_blocking(move || Blocking::new(b, enforcer, clock, m, Some(&db))).await?;
-            svc.start(&tracker, shutdown.clone());
+            svc.start(&inputs_done, inputs.clone());
             let _ = api_state.blocking.set(svc.clone());
             Some(svc)
         }
@@ -169,7 +198,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     if let Some(bgp) = &settings.bgp {
         let blackholes = blocking.as_ref().map(|b| b.blackholes());
         let speaker =
-            Speaker::start(bgp, &settings.lists, table.clone(), bgp_metrics, blackholes, shutdown.clone(), &tracker)
+            Speaker::start(bgp, &settings.lists, table.clone(), bgp_metrics, blackholes, bgp_stop.clone(), &bgp_done)
                 .await?;
         let _ = api_state.bgp.set(speaker);
     }
@@ -188,16 +217,16 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         _socket_file = Some(SocketFile(path.clone()));
         info!(socket = %path.display(), "dnstap listening (unix)");
         let label = format!("unix:{}", path.display());
-        tracker.spawn(dnstap.clone().serve_unix(listener, label, shutdown.clone(), tracker.clone()));
+        inputs_done.spawn(dnstap.clone().serve_unix(listener, label, inputs.clone(), inputs_done.clone()));
     }
     if let Some(addr) = settings.dnstap.tcp {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen for dnstap on {addr}"))?;
         info!(listen = %listener.local_addr().unwrap_or(addr), "dnstap listening (tcp)");
-        tracker.spawn(dnstap.clone().serve_tcp(listener, shutdown.clone(), tracker.clone()));
+        inputs_done.spawn(dnstap.clone().serve_tcp(listener, inputs.clone(), inputs_done.clone()));
     }
 
     // Upkeep: expiry, reloads.
-    tracker.spawn(expiry_loop(ingest.clone(), metrics.clone(), shutdown.clone()));
+    inputs_done.spawn(expiry_loop(ingest.clone(), metrics.clone(), inputs.clone()));
     let files: Vec<_> = settings.lists.iter().map(|l| l.file.clone()).collect();
     let _watcher = if files.is_empty() {
         None
@@ -210,22 +239,75 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             }
         }
     };
-    tracker.spawn(reload_loop(settings.clone(), lists, ingest, metrics, reload_rx, shutdown.clone()));
-    tracker.spawn(sighup_loop(reload_tx, shutdown.clone()));
+    inputs_done.spawn(reload_loop(settings.clone(), lists, ingest, metrics, reload_rx, inputs.clone()));
+    inputs_done.spawn(sighup_loop(reload_tx, inputs.clone()));
 
     api_state.ready.store(true, Ordering::Release);
     info!(version = crate::VERSION, elapsed_ms = started.elapsed().as_millis() as u64, "dnsbgpd ready");
 
     shutdown.cancelled().await;
-    info!("shutting down");
-    tracker.close();
-    tracker.wait().await;
-    if let Some(s) = &sync {
-        s.close();
-    }
+    let timeout = r.shutdown_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    info!(timeout_ms = timeout.as_millis() as u64, "shutting down");
+    let in_time = |what: &'static str, tracker: TaskTracker| async move {
+        tracker.close();
+        if tokio::time::timeout_at(deadline, tracker.wait()).await.is_err() {
+            error!(step = what, "shutdown_timeout reached; exiting without waiting for the rest");
+            return false;
+        }
+        true
+    };
+    // 1. Inputs: no new answers, API requests or peer pages.
+    let mut ok = in_time("stop inputs", inputs_done).await;
     drop(_socket_file);
-    info!("stopped");
+    // 2. The table's pending changes into the store, flushed.
+    if ok {
+        writer_stop.cancel();
+        ok = in_time("flush the route store", writer_done).await;
+    }
+    // 3. Sync cursors, now that the routes they cover are durable.
+    if ok && let Some(s) = &sync {
+        let s = s.clone();
+        ok = tokio::time::timeout_at(deadline, tokio::task::spawn_blocking(move || s.close())).await.is_ok();
+    }
+    // 4. BGP last: routers keep our routes until everything above is done.
+    bgp_stop.cancel();
+    if ok {
+        in_time("close BGP sessions", bgp_done).await;
+    }
+    info!(elapsed_ms = (timeout.saturating_sub(deadline - tokio::time::Instant::now())).as_millis() as u64, "stopped");
     Ok(())
+}
+
+/// The table's bounds from the settings: caps, and the addresses that
+/// never become routes (the operator's deny list, the BGP neighbors' own
+/// addresses, local addresses and next hops).
+pub fn route_limits(settings: &Settings) -> crate::routes::Limits {
+    use crate::routes::Refusal;
+    let r = &settings.routes;
+    let mut deny: Vec<(ipnet::IpNet, Refusal)> = r.deny.iter().map(|n| (*n, Refusal::Deny)).collect();
+    let mut own = Vec::new();
+    if let Some(b) = &settings.bgp {
+        for n in &b.neighbors {
+            own.push(n.address);
+            own.extend(n.local_address);
+            own.extend(n.next_hop_v4.map(std::net::IpAddr::V4));
+            own.extend(n.next_hop_v6.map(std::net::IpAddr::V6));
+        }
+    }
+    for l in &settings.lists {
+        own.extend(l.next_hop_v4.map(std::net::IpAddr::V4));
+        own.extend(l.next_hop_v6.map(std::net::IpAddr::V6));
+    }
+    own.sort();
+    own.dedup();
+    deny.extend(own.into_iter().map(|a| (ipnet::IpNet::from(crate::routes::canonical(a)), Refusal::Neighbor)));
+    crate::routes::Limits {
+        max_routes: r.max_routes,
+        max_names_per_route: r.max_names_per_route,
+        list_max_routes: settings.lists.iter().filter_map(|l| Some((l.name.clone(), l.max_routes?))).collect(),
+        deny,
+    }
 }
 
 /// The API address a config listens on (for `ctl`).
@@ -236,10 +318,18 @@ pub fn api_address(settings: &Settings) -> SocketAddr {
 async fn expiry_loop(ingest: Arc<Ingest>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(EXPIRY_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u32 = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        ticks = ticks.wrapping_add(1);
+        if ticks.is_multiple_of(CLOCK_RESYNC_TICKS) {
+            let moved = ingest.table().clock().resync();
+            if moved.abs() > 1_000 {
+                warn!(moved_ms = moved, "the wall clock moved; expiries follow it");
+            }
         }
         let removed = ingest.expire();
         if !removed.is_empty() {
@@ -282,7 +372,13 @@ async fn reload_loop(
         }
         let started = Instant::now();
         let list_settings = settings.lists.clone();
-        let loaded = tokio::task::spawn_blocking(move || Lists::load(&list_settings)).await;
+        let max_size = settings.routes.max_list_size;
+        // A list file that keeps changing may hold the read a few seconds;
+        // shutdown does not wait for it.
+        let loaded = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = tokio::task::spawn_blocking(move || Lists::load_bounded(&list_settings, max_size)) => r,
+        };
         match loaded {
             Ok(Ok((new, problems))) => {
                 for p in &problems {

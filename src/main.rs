@@ -171,7 +171,7 @@ fn check(path: &std::path::Path) -> ExitCode {
     let mut domains = 0;
     // Each list separately, so an unreadable file does not hide the others.
     for l in &settings.lists {
-        match Lists::load(std::slice::from_ref(l)) {
+        match Lists::load_bounded(std::slice::from_ref(l), settings.routes.max_list_size) {
             Ok((lists, p)) => {
                 domains += lists.info().iter().map(|i| i.entries + i.exclusions).sum::<usize>();
                 problems.extend(p);

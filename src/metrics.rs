@@ -73,6 +73,9 @@ pub struct Metrics {
     pub store_writes: Counter,
     pub store_flush_seconds: Histogram,
     pub cname_targets: Gauge,
+    pub routes_refused: Family<ReasonLabel, Counter>,
+    pub route_names_dropped: Counter,
+    pub store_pending: Gauge,
 }
 
 impl Default for Metrics {
@@ -140,7 +143,24 @@ impl Metrics {
         let cname_targets = Gauge::default();
         registry.register("cname_targets", "remembered CNAME targets of listed names", cname_targets.clone());
 
+        let routes_refused: Family<ReasonLabel, Counter> = Family::default();
+        registry.register(
+            "routes_refused",
+            "addresses that got no route, by reason (unroutable, neighbor, deny, max_routes, list_max_routes)",
+            routes_refused.clone(),
+        );
+        let route_names_dropped = Counter::default();
+        registry.register(
+            "route_names_dropped",
+            "names a route full of max_names_per_route attributions did not keep",
+            route_names_dropped.clone(),
+        );
+        let store_pending = Gauge::default();
+        registry.register("store_pending", "changed routes not yet durable in the store", store_pending.clone());
         Metrics {
+            routes_refused,
+            route_names_dropped,
+            store_pending,
             registry,
             frames,
             frames_unknown_type,

@@ -225,8 +225,14 @@ fn restart_keeps_routes() -> Result<()> {
     // Ready means the store is loaded: the routes are there at once.
     assert_route(&d.route(&v4(peers::WWW_LISTED_V4))?.expect("restored v4 route"), "www.listed.test", "vpn");
     assert!(d.route(&v6(peers::WWW_LISTED_V6))?.is_some(), "restored v6 route");
-    assert!(d.route(&v4(peers::SHORT_LISTED_V4))?.is_none(), "expired route must not come back");
     assert_eq!(d.metric("dnsbgpd_dnstap_frames_total{type=\"CLIENT_RESPONSE\"}")?, 0.0, "no new answer yet");
+    // The 2 s route expired by the clock while dnsbgpd was down, but not by
+    // the store's own record of time (its last write, at the stop): a route
+    // is dropped at start only when both say so (a clock set wrong at boot
+    // must not empty the store), so it lives out the life it had left then
+    // (under 2 s) and goes.
+    d.wait_no_route(&v4(peers::SHORT_LISTED_V4), Duration::from_secs(4))?;
+    assert!(d.route(&v4(peers::WWW_LISTED_V4))?.is_some());
     Ok(())
 }
 

@@ -46,6 +46,8 @@ pub struct ApiState {
     pub token: Option<crate::values::Secret>,
     /// Set when `[blocking]` is configured.
     pub blocking: std::sync::OnceLock<Arc<crate::blocking::service::Blocking>>,
+    /// The route store's health.
+    pub store: Arc<crate::routes::store::StoreStatus>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -83,6 +85,23 @@ pub struct Status {
     /// The blocking engine and kernel filter (absent without `[blocking]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocking: Option<serde_json::Value>,
+    /// `{"state": "ok"|"degraded", "error": ..., "pending": N}`.
+    pub store: crate::routes::store::StoreStatusJson,
+    /// The route cap and what the table refused, by reason.
+    pub route_limits: RouteLimitsJson,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RouteLimitsJson {
+    pub max_routes: usize,
+    pub max_names_per_route: usize,
+    /// True while the table is at `max_routes` (new addresses are refused).
+    pub full: bool,
+    /// Addresses refused: `unroutable`, `neighbor`, `deny`, `max_routes`,
+    /// `list_max_routes`.
+    pub refused: std::collections::BTreeMap<String, u64>,
+    /// Names a full route did not keep (they expired before its others).
+    pub names_dropped: u64,
 }
 
 async fn status(State(st): State<Arc<ApiState>>) -> Response {
@@ -110,6 +129,14 @@ async fn status(State(st): State<Arc<ApiState>>) -> Response {
         cname_targets: st.ingest.cnames().len(),
         dnstap_connections: st.metrics.connections_open.get(),
         blocking: st.blocking.get().and_then(|b| serde_json::to_value(b.status()).ok()),
+        store: st.store.json(),
+        route_limits: RouteLimitsJson {
+            max_routes: table.limits().max_routes,
+            max_names_per_route: table.limits().max_names_per_route,
+            full: table.len() >= table.limits().max_routes,
+            refused: table.refused().into_iter().map(|(r, n)| (r.as_str().to_string(), n)).collect(),
+            names_dropped: table.names_dropped(),
+        },
     };
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(body)).into_response()
@@ -134,6 +161,10 @@ pub struct RouteJson {
     pub expires: String,
     pub source: String,
     pub names: Vec<NameJson>,
+    /// Names seen for the address; `names` keeps at most
+    /// `max_names_per_route` of them (those that live longest).
+    #[serde(default)]
+    pub names_total: u32,
 }
 
 impl RouteJson {
@@ -155,6 +186,7 @@ impl RouteJson {
                     source: a.source.as_str().to_string(),
                 })
                 .collect(),
+            names_total: r.names_total,
         })
     }
 }
@@ -215,6 +247,12 @@ async fn metrics_text(State(st): State<Arc<ApiState>>) -> Response {
     for (list, n) in table.per_list() {
         m.routes.get_or_create(&ListLabel { list: list.to_string() }).set(n as i64);
     }
+    for (reason, n) in table.refused() {
+        let c = m.routes_refused.get_or_create(&crate::metrics::ReasonLabel { reason: reason.as_str().into() });
+        c.inc_by(n.saturating_sub(c.get()));
+    }
+    m.route_names_dropped.inc_by(table.names_dropped().saturating_sub(m.route_names_dropped.get()));
+    m.store_pending.set(st.store.json().pending as i64);
     let lists = st.lists.load();
     m.list_entries.clear();
     m.list_invalid_lines.clear();

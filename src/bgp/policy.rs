@@ -87,6 +87,7 @@ mod tests {
                     source: Source::Dns,
                 })
                 .collect::<SmallVec<_>>(),
+            names_total: 1,
         }
     }
 

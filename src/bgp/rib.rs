@@ -299,6 +299,7 @@ mod tests {
                 Attribution { domain: Arc::from("x.test"), list: Arc::from(list), expires: 1, source: Source::Dns },
                 1,
             ),
+            names_total: 1,
         }
     }
 

@@ -49,6 +49,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_STALL: Duration = Duration::from_secs(90);
 /// How many route events are turned into UPDATEs at a time.
 const DRAIN: usize = 50_000;
+/// How long an idle session gathers changes before sending: the addresses
+/// of one answer (applied within microseconds) leave in one UPDATE.
+const IDLE_GATHER: Duration = Duration::from_millis(1);
 
 /// Speaker-wide settings a session needs.
 #[derive(Debug, Clone)]
@@ -596,6 +599,10 @@ impl Neighbor {
         let mut hold_check = tokio::time::interval(Duration::from_millis(500));
         // A safety net in case a change notification were ever missed.
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        // When the last changes went out: an idle session sends at once (after
+        // IDLE_GATHER, so one answer's addresses leave together), a busy one
+        // at most once per batch interval.
+        let mut last_flush = tokio::time::Instant::now() - ctx.local.batch_interval;
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => {
@@ -671,10 +678,19 @@ impl Neighbor {
                     }
                 }
                 _ = sub.changed() => {
-                    // Coalesce: whatever happens during the batch interval
-                    // goes out together, and an add-then-remove sends nothing.
-                    tokio::time::sleep(ctx.local.batch_interval).await;
+                    // Coalesce while busy: whatever happens within a batch
+                    // interval of the last send goes out together (and an
+                    // add-then-remove in that time sends nothing); a change
+                    // after a quiet interval leaves at once.
+                    let since = last_flush.elapsed();
+                    let wait = if since >= ctx.local.batch_interval {
+                        IDLE_GATHER.min(ctx.local.batch_interval)
+                    } else {
+                        ctx.local.batch_interval - since
+                    };
+                    tokio::time::sleep(wait).await;
                     self.flush(&sub, &mut rib, &export, &mut wr, &mut out).await?;
+                    last_flush = tokio::time::Instant::now();
                 }
                 _ = sweep.tick() => {
                     if sub.pending() > 0 {

@@ -56,7 +56,7 @@ pub fn replay(settings: &Settings, capture: &Path) -> anyhow::Result<ReplayRepor
 async fn run(settings: &Settings, capture: &Path) -> anyhow::Result<ReplayReport> {
     let mut file =
         std::fs::File::open(capture).with_context(|| format!("cannot open the capture {}", capture.display()))?;
-    let (lists, problems) = Lists::load(&settings.lists)?;
+    let (lists, problems) = Lists::load_bounded(&settings.lists, settings.routes.max_list_size)?;
     let mut lists = Some(lists);
     for p in &problems {
         eprintln!("{p}");
@@ -145,7 +145,8 @@ impl State {
     fn new(settings: &Settings, lists: Lists, t0: UnixMillis) -> State {
         let clock = Clock::starting_at(t0);
         let r = &settings.routes;
-        let table = Arc::new(RouteTable::new(clock, r.min_ttl, r.max_ttl));
+        let table =
+            Arc::new(RouteTable::new(clock, r.min_ttl, r.max_ttl).with_limits(crate::daemon::route_limits(settings)));
         let ingest = Arc::new(Ingest::new(table.clone()));
         let mut pipeline = Pipeline::new(
             Arc::new(ArcSwap::from_pointee(lists)),

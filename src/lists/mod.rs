@@ -5,6 +5,7 @@
 //! the hot path and swaps it in atomically, so frames keep flowing and never
 //! see half a reload.
 
+pub mod file;
 pub mod matcher;
 pub mod parse;
 pub mod watch;
@@ -46,16 +47,31 @@ pub struct ListReadError {
 impl Lists {
     /// Reads and compiles every list. Bad lines come back as problems.
     pub fn load(settings: &[ListSettings]) -> Result<(Lists, Vec<Problem>), ListReadError> {
+        Lists::load_bounded(settings, crate::config::DEFAULT_MAX_LIST_SIZE)
+    }
+
+    /// [`Lists::load`] reading each file safely ([`file::read_list`]): a
+    /// file that is not a regular file, is bigger than `max_size` or keeps
+    /// changing fails the load (the caller keeps its previous lists); a
+    /// line that is not UTF-8 is an invalid line.
+    pub fn load_bounded(settings: &[ListSettings], max_size: u64) -> Result<(Lists, Vec<Problem>), ListReadError> {
         let mut texts = Vec::with_capacity(settings.len());
+        let mut bad = Vec::new();
         for s in settings {
-            let text = std::fs::read_to_string(&s.file).map_err(|source| ListReadError {
+            let (text, lines) = file::read_list(&s.file, max_size).map_err(|source| ListReadError {
                 name: s.name.clone(),
                 file: s.file.clone(),
                 source,
             })?;
+            bad.extend(lines.into_iter().map(|(line, message)| (texts.len(), line, message)));
             texts.push(text);
         }
-        Ok(Lists::compile(settings, &texts))
+        let (mut lists, mut problems) = Lists::compile(settings, &texts);
+        for (i, line, message) in bad {
+            lists.info[i].invalid_lines += 1;
+            problems.push(Problem { file: settings[i].file.clone(), line, message });
+        }
+        Ok((lists, problems))
     }
 
     /// Compiles list texts (one per setting, same order).

@@ -29,6 +29,11 @@ pub struct Link {
 
 /// Bounded, so a flood of distinct CNAMEs cannot grow it without limit.
 pub const MAX_TARGETS: usize = 1 << 20;
+/// Links kept per target: many listed names pointing at one CDN target
+/// (random subdomains of a listed name, all `CNAME edge.cdn.test`) cost a
+/// bounded scan per answer. When full, a new link replaces the one that
+/// expires first if it lives longer.
+pub const MAX_LINKS_PER_TARGET: usize = 16;
 
 #[derive(Default)]
 pub struct CnameMemory {
@@ -72,9 +77,17 @@ impl CnameMemory {
     pub fn remember(&self, target: &str, link: Link) {
         let Ok(mut map) = self.map.write() else { return };
         if let Some(links) = map.get_mut(target.as_bytes()) {
+            let full = links.len() >= MAX_LINKS_PER_TARGET;
             match links.iter_mut().find(|l| l.domain == link.domain && l.list == link.list) {
                 Some(l) => l.expires = l.expires.max(link.expires),
-                None => links.push(link),
+                None if !full => links.push(link),
+                None => {
+                    if let Some(first) = links.iter_mut().min_by_key(|l| l.expires)
+                        && first.expires < link.expires
+                    {
+                        *first = link;
+                    }
+                }
             }
             return;
         }
@@ -121,7 +134,22 @@ mod tests {
         m.remember("edge.cdn.test", link.clone());
         m.remember("edge.cdn.test", Link { expires: 200, ..link.clone() });
         assert!(m.contains(&n));
-        assert_eq!(m.links("edge.cdn.test", 150), vec![Link { expires: 200, ..link }]);
+        assert_eq!(m.links("edge.cdn.test", 150), vec![Link { expires: 200, ..link.clone() }]);
+        // Links per target are bounded; the longest-living ones stay.
+        for i in 0..100 {
+            let l = Link {
+                domain: Arc::from(format!("r{i}.listed.test").as_str()),
+                list: Arc::from("vpn"),
+                expires: 300 + i,
+            };
+            m.remember("edge.cdn.test", l);
+        }
+        let links = m.links("edge.cdn.test", 150);
+        assert_eq!(links.len(), MAX_LINKS_PER_TARGET);
+        assert!(links.iter().all(|l| l.expires >= 300 + 100 - MAX_LINKS_PER_TARGET as u64), "{links:?}");
+        m.sweep(1000);
+        assert!(m.is_empty());
+        m.remember("edge.cdn.test", Link { expires: 200, ..link.clone() });
         m.sweep(150);
         assert_eq!(m.len(), 1);
         m.sweep(200);

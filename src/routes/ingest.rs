@@ -35,6 +35,8 @@ pub struct Ingested {
     pub added: usize,
     pub changed: usize,
     pub refreshed: usize,
+    /// Attributions the table refused (see [`super::Refusal`]).
+    pub refused: usize,
 }
 
 pub struct Ingest {
@@ -153,6 +155,7 @@ impl Ingest {
                     Update::Changed => result.changed += 1,
                     Update::Refreshed => result.refreshed += 1,
                     Update::Unchanged => {}
+                    Update::Refused(_) => result.refused += 1,
                 }
             }
         }

@@ -21,7 +21,7 @@ use smallvec::SmallVec;
 
 pub use crate::clock::{Clock, UnixMillis};
 pub use crate::observation::canonical;
-pub use table::{Replaced, RouteTable, Subscription};
+pub use table::{Limits, Refusal, Replaced, RouteTable, Subscription, Update, routable_unicast};
 
 /// Where a route's attribution came from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -77,9 +77,18 @@ pub struct Attribution {
 pub struct Route {
     pub addr: IpAddr,
     pub attributions: SmallVec<[Attribution; 1]>,
+    /// Names seen for this address, including those the bound on
+    /// attributions per route (`max_names_per_route`) did not keep.
+    pub names_total: u32,
 }
 
 impl Route {
+    /// A route with these attributions (each counted as seen once).
+    pub fn new(addr: IpAddr, attributions: SmallVec<[Attribution; 1]>) -> Route {
+        let names_total = attributions.len() as u32;
+        Route { addr, attributions, names_total }
+    }
+
     /// The time the last attribution expires.
     pub fn expires(&self) -> UnixMillis {
         self.attributions.iter().map(|a| a.expires).max().unwrap_or(0)
@@ -123,7 +132,7 @@ mod tests {
 
     #[test]
     fn prefix_is_a_host_route() {
-        let r = Route { addr: "2001:db8::7".parse().unwrap(), attributions: SmallVec::new() };
+        let r = Route::new("2001:db8::7".parse().unwrap(), SmallVec::new());
         assert_eq!(r.prefix().to_string(), "2001:db8::7/128");
     }
 }

@@ -25,6 +25,7 @@ use tracing::{error, warn};
 
 use super::table::Subscription;
 use super::{Attribution, Route, RouteEvent};
+use crate::clock::UnixMillis;
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,11 @@ pub trait RouteStore: Send + Sync + 'static {
     fn write(&self, events: &[RouteEvent]) -> Result<(), StoreError>;
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+    /// Records the time of this write cycle (durable with the next flush).
+    fn set_time(&self, now: UnixMillis) -> Result<(), StoreError>;
+    /// The time last recorded by [`RouteStore::set_time`]: the store's own
+    /// idea of when its routes were current.
+    fn time(&self) -> Result<Option<UnixMillis>, StoreError>;
 }
 
 /// The record stored per address.
@@ -82,6 +88,7 @@ pub struct SledStore {
     path: PathBuf,
     db: sled::Db,
     routes: sled::Tree,
+    meta: sled::Tree,
     _lock: File,
 }
 
@@ -126,7 +133,8 @@ impl SledStore {
             .open()
             .map_err(db_err)?;
         let routes = db.open_tree("routes").map_err(db_err)?;
-        Ok(SledStore { path: dir.to_path_buf(), db, routes, _lock: lock })
+        let meta = db.open_tree("store_meta").map_err(db_err)?;
+        Ok(SledStore { path: dir.to_path_buf(), db, routes, meta, _lock: lock })
     }
 
     fn db_err(&self, source: sled::Error) -> StoreError {
@@ -147,7 +155,7 @@ impl RouteStore for SledStore {
             let (k, v) = item.map_err(|e| self.db_err(e))?;
             let decoded = addr_of(&k).zip(serde_json::from_slice::<Record>(&v).ok());
             match decoded {
-                Some((addr, rec)) if rec.v == 1 => routes.push(Route { addr, attributions: rec.attributions }),
+                Some((addr, rec)) if rec.v == 1 => routes.push(Route::new(addr, rec.attributions)),
                 _ => {
                     bad += 1;
                     warn!(store = %self.path.display(), key = ?&k[..], "skipping a stored route that cannot be decoded");
@@ -158,99 +166,191 @@ impl RouteStore for SledStore {
     }
 
     fn write(&self, events: &[RouteEvent]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for e in events {
-            match e {
-                RouteEvent::Added(r) => {
-                    let rec = Record { v: 1, attributions: r.attributions.clone() };
-                    // Serialising plain strings and integers cannot fail.
-                    let value = serde_json::to_vec(&rec).unwrap_or_default();
-                    batch.insert(key(r.addr), value);
+        for part in events.chunks(SLED_BATCH) {
+            let mut batch = sled::Batch::default();
+            for e in part {
+                match e {
+                    RouteEvent::Added(r) => {
+                        let rec = Record { v: 1, attributions: r.attributions.clone() };
+                        // Serialising plain strings and integers cannot fail.
+                        let value = serde_json::to_vec(&rec).unwrap_or_default();
+                        batch.insert(key(r.addr), value);
+                    }
+                    RouteEvent::Removed(addr) => batch.remove(key(*addr)),
                 }
-                RouteEvent::Removed(addr) => batch.remove(key(*addr)),
             }
+            self.routes.apply_batch(batch).map_err(|e| self.db_err(e))?;
         }
-        self.routes.apply_batch(batch).map_err(|e| self.db_err(e))
+        Ok(())
     }
 
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(|e| self.db_err(e))
     }
+
+    fn set_time(&self, now: UnixMillis) -> Result<(), StoreError> {
+        self.meta.insert("time", &now.to_be_bytes()).map(|_| ()).map_err(|e| self.db_err(e))
+    }
+
+    fn time(&self) -> Result<Option<UnixMillis>, StoreError> {
+        let v = self.meta.get("time").map_err(|e| self.db_err(e))?;
+        Ok(v.and_then(|v| <[u8; 8]>::try_from(&v[..]).ok()).map(u64::from_be_bytes))
+    }
 }
 
+/// What `/api/v1/status` shows of the store: `ok`, or `degraded` with the
+/// last error, and how many changed routes are not durable yet.
+#[derive(Debug, Default)]
+pub struct StoreStatus {
+    error: std::sync::Mutex<Option<String>>,
+    pending: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStatusJson {
+    /// `ok` or `degraded`.
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Changed routes not yet durable.
+    pub pending: usize,
+}
+
+impl StoreStatus {
+    pub fn json(&self) -> StoreStatusJson {
+        let error = self.error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        StoreStatusJson {
+            state: if error.is_some() { "degraded" } else { "ok" }.into(),
+            error,
+            pending: self.pending.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    pub fn is_degraded(&self) -> bool {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    fn set(&self, error: Option<String>, pending: usize) {
+        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+        self.pending.store(pending, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Routes per `apply_batch`: sled 0.34 holds far more than its cache while
+/// applying big batches (BENCHMARKS.md: ~50 MiB per million routes written
+/// in batches of 100-500, 2.2 GiB in batches of 2 000).
+const SLED_BATCH: usize = 256;
+/// Routes drained from the table per store write.
+const WRITE_BATCH: usize = 2_000;
+/// Retry delays after a failed write or flush.
+const RETRY_MIN: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// Drains `sub` into the store every `interval` until `shutdown`, then
-/// once more. Errors are logged and counted; the table keeps serving.
-/// `cycles` counts completed write cycles: every change made before a
-/// cycle began is durable once it completes (peer sync saves its cursors
-/// by it).
+/// once more. A failed write or flush keeps its changes pending (they are
+/// marked changed again in the subscription), shows the store as degraded
+/// and is retried with backoff; the table keeps serving meanwhile.
+/// `cycles` counts write cycles that completed without error: every change
+/// made before such a cycle began is durable once it completes (peer sync
+/// saves its cursors by it), so a failing store never lets them advance.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_writer(
     store: Arc<dyn RouteStore>,
     sub: Subscription,
     interval: Duration,
     metrics: Arc<Metrics>,
+    status: Arc<StoreStatus>,
+    clock: crate::clock::Clock,
     shutdown: CancellationToken,
     cycles: tokio::sync::watch::Sender<u64>,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut wait = interval;
+    let mut backoff = RETRY_MIN;
     loop {
         let last = tokio::select! {
             _ = shutdown.cancelled() => true,
-            _ = tick.tick() => false,
+            _ = tokio::time::sleep(wait) => false,
         };
-        write_pending(&store, &sub, &metrics).await;
-        cycles.send_modify(|c| *c += 1);
+        match write_pending(&store, &sub, &metrics, clock.now()).await {
+            Ok(()) => {
+                if status.is_degraded() {
+                    tracing::info!("route store writes work again; everything pending is written");
+                }
+                status.set(None, sub.pending());
+                cycles.send_modify(|c| *c += 1);
+                wait = interval;
+                backoff = RETRY_MIN;
+            }
+            Err(e) => {
+                status.set(Some(e), sub.pending());
+                wait = backoff;
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+        }
         if last {
             return;
         }
     }
 }
 
-/// Writes every pending change and flushes once.
-pub async fn write_pending(store: &Arc<dyn RouteStore>, sub: &Subscription, metrics: &Arc<Metrics>) {
-    const BATCH: usize = 2_000;
+/// Writes every pending change and flushes once, recording `now` as the
+/// store's time. On failure the changes of this cycle are pending again
+/// and the error is returned (logged and counted here).
+pub async fn write_pending(
+    store: &Arc<dyn RouteStore>,
+    sub: &Subscription,
+    metrics: &Arc<Metrics>,
+    now: crate::clock::UnixMillis,
+) -> Result<(), String> {
     if sub.pending() == 0 {
-        return;
+        return Ok(());
     }
     let started = Instant::now();
+    // Written this cycle, durable only once the flush works.
+    let mut written: Vec<IpAddr> = Vec::new();
+    let fail = |what: &str, e: String, written: &[IpAddr], rest: &[IpAddr]| {
+        metrics.store_errors.inc();
+        sub.requeue(written.iter().chain(rest).copied());
+        error!(error = %e, pending = sub.pending(), "route store {what} failed; keeping the changes and retrying");
+        Err(format!("{what}: {e}"))
+    };
     loop {
-        let events = sub.drain(BATCH);
+        let events = sub.drain(WRITE_BATCH);
         if events.is_empty() {
             break;
         }
         let n = events.len();
+        let addrs: Vec<IpAddr> = events.iter().map(event_addr).collect();
         let s = store.clone();
-        match tokio::task::spawn_blocking(move || s.write(&events)).await {
+        let result = tokio::task::spawn_blocking(move || s.write(&events)).await;
+        match result {
             Ok(Ok(())) => {
                 metrics.store_writes.inc_by(n as u64);
+                written.extend(addrs);
             }
-            Ok(Err(e)) => {
-                metrics.store_errors.inc();
-                error!(error = %e, "route store write failed");
-            }
-            Err(e) => {
-                metrics.store_errors.inc();
-                error!(error = %e, "route store writer task failed");
-            }
+            Ok(Err(e)) => return fail("write", e.to_string(), &written, &addrs),
+            Err(e) => return fail("write", e.to_string(), &written, &addrs),
         }
-        if n < BATCH {
+        if n < WRITE_BATCH {
             break;
         }
     }
     let s = store.clone();
-    match tokio::task::spawn_blocking(move || s.flush()).await {
+    match tokio::task::spawn_blocking(move || s.set_time(now).and_then(|()| s.flush())).await {
         Ok(Ok(())) => {
             metrics.store_flushes.inc();
             metrics.store_flush_seconds.observe(started.elapsed().as_secs_f64());
+            Ok(())
         }
-        Ok(Err(e)) => {
-            metrics.store_errors.inc();
-            error!(error = %e, "route store flush failed");
-        }
-        Err(e) => {
-            metrics.store_errors.inc();
-            error!(error = %e, "route store flush task failed");
-        }
+        Ok(Err(e)) => fail("flush", e.to_string(), &written, &[]),
+        Err(e) => fail("flush", e.to_string(), &written, &[]),
+    }
+}
+
+fn event_addr(e: &RouteEvent) -> IpAddr {
+    match e {
+        RouteEvent::Added(r) => r.addr,
+        RouteEvent::Removed(a) => *a,
     }
 }
 
@@ -271,6 +371,7 @@ mod tests {
                 },
                 1,
             ),
+            names_total: 1,
         }
     }
 
@@ -328,5 +429,94 @@ mod tests {
         let (routes, bad) = s.load().unwrap();
         assert_eq!(routes.len(), 1);
         assert_eq!(bad, 2);
+    }
+
+    /// A store in memory whose writes and flushes fail while `fail` is set
+    /// (a full disk), and which forgets unflushed writes when they fail.
+    #[derive(Default)]
+    struct FlakyStore {
+        fail: std::sync::atomic::AtomicBool,
+        durable: std::sync::Mutex<std::collections::BTreeMap<IpAddr, Route>>,
+    }
+
+    impl RouteStore for FlakyStore {
+        fn load(&self) -> Result<(Vec<Route>, usize), StoreError> {
+            Ok((self.durable.lock().unwrap().values().cloned().collect(), 0))
+        }
+        fn write(&self, events: &[RouteEvent]) -> Result<(), StoreError> {
+            if self.fail.load(std::sync::atomic::Ordering::Relaxed) {
+                let source = std::io::Error::from_raw_os_error(libc::ENOSPC);
+                return Err(StoreError::Io { path: PathBuf::from("/flaky"), source });
+            }
+            let mut d = self.durable.lock().unwrap();
+            for e in events {
+                match e {
+                    RouteEvent::Added(r) => d.insert(r.addr, r.clone()),
+                    RouteEvent::Removed(a) => d.remove(a),
+                };
+            }
+            Ok(())
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn set_time(&self, _: UnixMillis) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn time(&self) -> Result<Option<UnixMillis>, StoreError> {
+            Ok(None)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_writes_stay_pending_and_cycles_wait() {
+        use crate::routes::{Clock, RouteTable};
+        let table =
+            Arc::new(RouteTable::new(Clock::starting_at(1_000), Duration::from_secs(60), Duration::from_secs(3600)));
+        let flaky = Arc::new(FlakyStore::default());
+        let store: Arc<dyn RouteStore> = flaky.clone();
+        let sub = table.subscribe(false, None);
+        let metrics = Arc::new(Metrics::new());
+        let status = Arc::new(StoreStatus::default());
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        let shutdown = CancellationToken::new();
+        let writer = tokio::spawn(run_writer(
+            store,
+            sub,
+            Duration::from_millis(100),
+            metrics.clone(),
+            status.clone(),
+            *table.clock(),
+            shutdown.clone(),
+            tx,
+        ));
+        let (d, l) = (Arc::from("x.test"), Arc::from("vpn"));
+        flaky.fail.store(true, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..3000u32 {
+            table.upsert(IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + i)), &d, &l, 1_000_000, Source::Dns);
+        }
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let s = status.json();
+        assert_eq!(s.state, "degraded", "{s:?}");
+        assert!(s.error.as_deref().unwrap_or("").contains("No space left"), "{s:?}");
+        assert_eq!(s.pending, 3000);
+        assert_eq!(*rx.borrow(), 0, "no write cycle may count while writes fail");
+        assert!(metrics.store_errors.get() >= 2);
+        // Space returns: everything pending is written, the store matches the table.
+        flaky.fail.store(false, std::sync::atomic::Ordering::Relaxed);
+        for _ in 0..400 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if status.json().state == "ok" {
+                break;
+            }
+        }
+        assert_eq!(status.json(), StoreStatusJson { state: "ok".into(), error: None, pending: 0 });
+        assert!(*rx.borrow() >= 1);
+        let stored: Vec<Route> = flaky.load().unwrap().0;
+        assert_eq!(stored, table.snapshot());
+        shutdown.cancel();
+        writer.await.unwrap();
     }
 }

@@ -1,9 +1,36 @@
 //! The route table: address → attributions, with expiry.
 //!
 //! Writers are the dnstap pipeline (answers for listed names), the store
-//! loader at start-up and later peer sync; readers are the API and the
-//! subscribers. State sits behind one mutex with short critical sections
-//! (a hash-map update per matched answer).
+//! loader at start-up and peer sync; readers are the API and the
+//! subscribers (store writer, BGP sessions, sync recorder). State sits
+//! behind one mutex whose critical sections are bounded: an update touches
+//! one route, and every operation that walks the table (list revalidation,
+//! peer sweeps, snapshots, the API's pages, a new subscriber's initial
+//! dump, expiry of many routes at once) works in chunks of at most
+//! [`CHUNK`] routes, releasing the lock between chunks, so the hot path
+//! never waits for O(table) work.
+//!
+//! Layout: routes live in a dense slot vector (freed slots are reused, an
+//! entry never moves), with a hash index from address to slot. Walking the
+//! slots by position is what makes chunked scans correct while the table
+//! changes: a route that exists during the whole walk is visited exactly
+//! once.
+//!
+//! Bounded work per answer: a route keeps at most `max_names_per_route`
+//! attributions. When it is full, a new name replaces the attribution that
+//! expires first if the new one expires later, and is dropped otherwise;
+//! so the route's lifetime (its longest attribution) is exactly what it
+//! would be unbounded, and a flood of random subdomains of a listed name
+//! costs one bounded scan per answer. `names_total` counts every name seen.
+//! List membership is a bitmask per route (list names are interned to bit
+//! numbers), so per-list counts change in O(1) per update.
+//!
+//! Bounded routes: past `max_routes` (and a list's own `max_routes`) new
+//! addresses are refused while existing routes keep refreshing; addresses
+//! that cannot be a destination (unspecified, loopback, multicast,
+//! link-local, broadcast, 0/8, 240/4), the BGP neighbors' own addresses
+//! and next hops, and the operator's `[routes] deny` never become routes.
+//! Refusals are counted by reason and logged at most once a minute.
 //!
 //! Expiry: an attribution lives until `last answer + clamp(TTL, min_ttl,
 //! max_ttl)`, and a new answer only ever extends it, because a client that
@@ -23,20 +50,38 @@
 //! it last drained, and a `Notify`. Draining turns the set into events with
 //! the routes' *current* state, so a slow subscriber never makes the table
 //! wait or grow a backlog beyond one entry per route, and nothing is lost.
+//! A subscriber that asks for an initial dump gets a cursor over the slots
+//! instead of a set of every address.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 use tokio::sync::{Notify, mpsc};
+use tokio_util::task::TaskTracker;
+use tracing::warn;
 
 use super::{Attribution, Route, RouteEvent, Source, canonical};
 use crate::clock::{Clock, UnixMillis, millis};
 use crate::lists::Lists;
+
+/// Routes handled per lock hold by the operations that walk the table.
+pub const CHUNK: usize = 1024;
+
+/// Default of `[routes] max_names_per_route`.
+pub const DEFAULT_MAX_NAMES_PER_ROUTE: usize = 16;
+/// Default of `[routes] max_routes`.
+pub const DEFAULT_MAX_ROUTES: usize = 2_000_000;
+/// Most distinct list names the table tracks (list membership is a 64-bit mask).
+const MAX_LIST_IDS: usize = 64;
+/// Refusals are logged at most this often.
+const REFUSAL_LOG_EVERY: UnixMillis = 60_000;
 
 /// What an update did to the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +92,11 @@ pub enum Update {
     Changed,
     /// An attribution's expiry moved later.
     Refreshed,
-    /// Nothing changed (an older or equal expiry).
+    /// Nothing changed (an older or equal expiry, or a name that lost to
+    /// the route's longer-living attributions when the route was full).
     Unchanged,
+    /// The address or the new attribution was refused.
+    Refused(Refusal),
 }
 
 /// What [`RouteTable::replace_source`] did to the route.
@@ -60,14 +108,137 @@ pub enum Replaced {
     Changed,
     /// It lost its last attribution and is gone.
     Removed,
-    /// Nothing changed.
+    /// Nothing changed (refusals included; they are counted by the table).
     Unchanged,
 }
 
+/// Why an address or attribution got no route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a possible destination (unspecified, loopback, multicast,
+    /// link-local, broadcast, 0/8, 240/4).
+    Unroutable,
+    /// The address of a BGP neighbor or a next hop of this daemon.
+    Neighbor,
+    /// In `[routes] deny`.
+    Deny,
+    /// The table holds `[routes] max_routes` routes.
+    MaxRoutes,
+    /// The list holds its `max_routes` routes.
+    ListMaxRoutes,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 5] =
+        [Refusal::Unroutable, Refusal::Neighbor, Refusal::Deny, Refusal::MaxRoutes, Refusal::ListMaxRoutes];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Unroutable => "unroutable",
+            Refusal::Neighbor => "neighbor",
+            Refusal::Deny => "deny",
+            Refusal::MaxRoutes => "max_routes",
+            Refusal::ListMaxRoutes => "list_max_routes",
+        }
+    }
+}
+
+/// Whether a route to this host address can make sense: not unspecified,
+/// loopback, multicast, broadcast, link-local, `0.0.0.0/8` or
+/// `240.0.0.0/4`; an IPv4-mapped IPv6 address is judged as IPv4. Private
+/// and documentation ranges are routable (policy routing needs them).
+pub fn routable_unicast(addr: IpAddr) -> bool {
+    match canonical(addr) {
+        IpAddr::V4(a) => v4_ok(a),
+        IpAddr::V6(a) => v6_ok(a),
+    }
+}
+
+fn v4_ok(a: Ipv4Addr) -> bool {
+    let first = a.octets()[0];
+    !(a.is_unspecified()
+        || a.is_loopback()
+        || a.is_multicast()
+        || a.is_broadcast()
+        || a.is_link_local()
+        || first == 0
+        || first >= 240)
+}
+
+fn v6_ok(a: Ipv6Addr) -> bool {
+    let first = a.segments()[0];
+    !(a.is_unspecified() || a.is_loopback() || a.is_multicast() || (first & 0xffc0) == 0xfe80)
+}
+
+/// The bounds of the table (`[routes]` and `[[list]]` settings).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_routes: usize,
+    pub max_names_per_route: usize,
+    /// Per list name: its own cap on routes.
+    pub list_max_routes: Vec<(Arc<str>, usize)>,
+    /// Addresses and prefixes that never become routes, with the reason
+    /// counted (`Neighbor` for the BGP neighbors and next hops, `Deny` for
+    /// the operator's list).
+    pub deny: Vec<(IpNet, Refusal)>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_routes: DEFAULT_MAX_ROUTES,
+            max_names_per_route: DEFAULT_MAX_NAMES_PER_ROUTE,
+            list_max_routes: Vec::new(),
+            deny: Vec::new(),
+        }
+    }
+}
+
+/// Counters of refused addresses and dropped names.
+#[derive(Default)]
+struct Refusals {
+    by_reason: [AtomicU64; 5],
+    /// Names dropped because their route was full of longer-living ones.
+    names_dropped: AtomicU64,
+    /// When each reason was last logged.
+    logged: [AtomicU64; 5],
+}
+
+#[derive(Clone)]
+struct Held {
+    a: Attribution,
+    /// The interned list number (a bit of `Entry::lists`).
+    list: u8,
+}
+
 struct Entry {
-    attributions: SmallVec<[Attribution; 1]>,
+    addr: IpAddr,
+    /// Empty: a free slot.
+    held: SmallVec<[Held; 1]>,
     /// The time of this route's live heap entry.
     scheduled: UnixMillis,
+    /// A bit per interned list the route has an attribution in.
+    lists: u64,
+    /// Names seen for this route (kept or not).
+    names_total: u32,
+}
+
+impl Entry {
+    fn is_free(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    fn route(&self) -> Route {
+        Route {
+            addr: self.addr,
+            attributions: self.held.iter().map(|h| h.a.clone()).collect(),
+            names_total: self.names_total,
+        }
+    }
+
+    fn mask(&self) -> u64 {
+        self.held.iter().fold(0, |m, h| m | 1 << h.list)
+    }
 }
 
 struct Subscriber {
@@ -77,16 +248,24 @@ struct Subscriber {
     /// Whether expiry-only changes matter to this subscriber, and at which
     /// granularity (a refresh counts when it crosses a multiple of it).
     refresh_granularity: Option<UnixMillis>,
+    /// The initial dump still to send: slots `dump..dump_end`.
+    dump: usize,
+    dump_end: usize,
 }
 
 #[derive(Default)]
 struct State {
-    routes: FxHashMap<IpAddr, Entry>,
+    index: FxHashMap<IpAddr, u32>,
+    slots: Vec<Entry>,
+    free: Vec<u32>,
     heap: BinaryHeap<Reverse<(UnixMillis, IpAddr)>>,
     subscribers: Vec<Subscriber>,
     next_subscriber: u64,
-    /// Routes per list (a route counts once per list it has attributions in).
-    per_list: FxHashMap<Arc<str>, usize>,
+    /// Interned list names: bit number → name, route count, cap.
+    list_names: Vec<Arc<str>>,
+    list_ids: FxHashMap<Arc<str>, u8>,
+    list_counts: Vec<usize>,
+    list_caps: Vec<usize>,
 }
 
 impl State {
@@ -109,21 +288,105 @@ impl State {
         }
     }
 
-    fn count_lists(&mut self, attributions: &[Attribution], delta: isize) {
-        for (i, a) in attributions.iter().enumerate() {
-            if attributions[..i].iter().any(|b| b.list == a.list) {
-                continue;
-            }
-            let n = self.per_list.entry(a.list.clone()).or_default();
-            *n = n.saturating_add_signed(delta);
-            if *n == 0 {
-                self.per_list.remove(&a.list);
-            }
+    fn schedule(&mut self, addr: IpAddr, at: UnixMillis) {
+        self.heap.push(Reverse((at, addr)));
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The bit number of a list name, interning it (reusing the number of
+    /// a name no route uses any more when all are taken).
+    fn list_id(&mut self, list: &Arc<str>, caps: &[(Arc<str>, usize)]) -> Option<u8> {
+        if let Some(&id) = self.list_ids.get(list) {
+            return Some(id);
+        }
+        let cap = caps.iter().find(|(n, _)| n == list).map_or(usize::MAX, |(_, c)| *c);
+        let id = if self.list_names.len() < MAX_LIST_IDS {
+            self.list_names.push(list.clone());
+            self.list_counts.push(0);
+            self.list_caps.push(cap);
+            self.list_names.len() - 1
+        } else {
+            let id = self.list_counts.iter().position(|c| *c == 0)?;
+            self.list_ids.remove(&self.list_names[id]);
+            self.list_names[id] = list.clone();
+            self.list_caps[id] = cap;
+            id
+        };
+        self.list_ids.insert(list.clone(), id as u8);
+        Some(id as u8)
+    }
+
+    /// Per-list counts follow a route's membership mask from `old` to `new`.
+    fn count_lists(&mut self, old: u64, new: u64) {
+        let (mut gained, mut lost) = (new & !old, old & !new);
+        while gained != 0 {
+            let i = gained.trailing_zeros() as usize;
+            self.list_counts[i] += 1;
+            gained &= gained - 1;
+        }
+        while lost != 0 {
+            let i = lost.trailing_zeros() as usize;
+            self.list_counts[i] = self.list_counts[i].saturating_sub(1);
+            lost &= lost - 1;
         }
     }
 
-    fn schedule(&mut self, addr: IpAddr, at: UnixMillis) {
-        self.heap.push(Reverse((at, addr)));
+    /// Whether list `id` may gain one more route.
+    fn list_has_room(&self, id: u8) -> bool {
+        self.list_counts[id as usize] < self.list_caps[id as usize]
+    }
+
+    fn insert(&mut self, addr: IpAddr, held: SmallVec<[Held; 1]>, scheduled: UnixMillis, names_total: u32) {
+        let mut e = Entry { addr, held, scheduled, lists: 0, names_total };
+        e.lists = e.mask();
+        let mask = e.lists;
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = e;
+                i
+            }
+            None => {
+                self.slots.push(e);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(addr, slot);
+        self.count_lists(0, mask);
+        self.schedule(addr, scheduled);
+    }
+
+    fn remove(&mut self, addr: IpAddr) {
+        if let Some(slot) = self.index.remove(&addr) {
+            let e = &mut self.slots[slot as usize];
+            let mask = e.lists;
+            e.held = SmallVec::new();
+            e.lists = 0;
+            self.free.push(slot);
+            self.count_lists(mask, 0);
+        }
+    }
+
+    fn entry_mut(&mut self, addr: &IpAddr) -> Option<&mut Entry> {
+        let slot = *self.index.get(addr)?;
+        self.slots.get_mut(slot as usize)
+    }
+
+    /// After a change of `slot`'s attributions: its mask, the per-list
+    /// counts, and its removal when nothing is left.
+    fn settle(&mut self, slot: usize) -> bool {
+        let e = &mut self.slots[slot];
+        let (old, new) = (e.lists, e.mask());
+        e.lists = new;
+        let (addr, gone) = (e.addr, e.held.is_empty());
+        self.count_lists(old, new);
+        if gone {
+            self.index.remove(&addr);
+            self.free.push(slot as u32);
+        }
+        gone
     }
 }
 
@@ -133,11 +396,30 @@ pub struct RouteTable {
     clock: Clock,
     min_ttl: UnixMillis,
     max_ttl: UnixMillis,
+    limits: Limits,
+    refusals: Refusals,
 }
 
 impl RouteTable {
     pub fn new(clock: Clock, min_ttl: Duration, max_ttl: Duration) -> RouteTable {
-        RouteTable { state: Mutex::new(State::default()), clock, min_ttl: millis(min_ttl), max_ttl: millis(max_ttl) }
+        RouteTable {
+            state: Mutex::new(State::default()),
+            clock,
+            min_ttl: millis(min_ttl),
+            max_ttl: millis(max_ttl),
+            limits: Limits::default(),
+            refusals: Refusals::default(),
+        }
+    }
+
+    /// The same table with other bounds.
+    pub fn with_limits(mut self, limits: Limits) -> RouteTable {
+        self.limits = Limits { max_names_per_route: limits.max_names_per_route.max(1), ..limits };
+        self
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -166,6 +448,48 @@ impl RouteTable {
         self.clock.now() + self.max_ttl
     }
 
+    /// Why `addr` (canonical) may not be a route, if it may not.
+    pub fn refusal_of(&self, addr: IpAddr) -> Option<Refusal> {
+        if !routable_unicast(addr) {
+            return Some(Refusal::Unroutable);
+        }
+        self.limits.deny.iter().find(|(net, _)| net.contains(&addr)).map(|(_, r)| *r)
+    }
+
+    fn refuse(&self, reason: Refusal, addr: IpAddr) -> Update {
+        let i = reason as usize;
+        self.refusals.by_reason[i].fetch_add(1, Ordering::Relaxed);
+        let now = self.clock.now();
+        let last = self.refusals.logged[i].load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= REFUSAL_LOG_EVERY)
+            && self.refusals.logged[i].compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            let total = self.refusals.by_reason[i].load(Ordering::Relaxed);
+            match reason {
+                Refusal::MaxRoutes => warn!(
+                    %addr, max_routes = self.limits.max_routes, refused_total = total,
+                    "route table full ([routes] max_routes): new addresses are refused, existing routes keep refreshing"
+                ),
+                Refusal::ListMaxRoutes => warn!(
+                    %addr, refused_total = total,
+                    "a list holds its [[list]] max_routes routes: its new addresses are refused"
+                ),
+                _ => warn!(%addr, reason = reason.as_str(), refused_total = total, "address gets no route"),
+            }
+        }
+        Update::Refused(reason)
+    }
+
+    /// Refusals so far, by reason.
+    pub fn refused(&self) -> Vec<(Refusal, u64)> {
+        Refusal::ALL.iter().map(|r| (*r, self.refusals.by_reason[*r as usize].load(Ordering::Relaxed))).collect()
+    }
+
+    /// Names dropped because their route was full of longer-living ones.
+    pub fn names_dropped(&self) -> u64 {
+        self.refusals.names_dropped.load(Ordering::Relaxed)
+    }
+
     /// Adds or refreshes the attribution of `addr` to `domain` in `list`
     /// from `source`.
     pub fn upsert(
@@ -177,47 +501,79 @@ impl RouteTable {
         source: Source,
     ) -> Update {
         let addr = canonical(addr);
+        if let Some(r) = self.refusal_of(addr) {
+            return self.refuse(r, addr);
+        }
+        let max_names = self.limits.max_names_per_route;
         let mut st = self.lock();
         let st = &mut *st;
-        match st.routes.get_mut(&addr) {
-            None => {
-                let attribution = Attribution { domain: domain.clone(), list: list.clone(), expires, source };
-                st.count_lists(std::slice::from_ref(&attribution), 1);
-                st.routes.insert(addr, Entry { attributions: SmallVec::from_elem(attribution, 1), scheduled: expires });
-                st.schedule(addr, expires);
-                st.mark(addr);
-                Update::Added
+        let Some(list_id) = st.list_id(list, &self.limits.list_max_routes) else {
+            return self.refuse(Refusal::ListMaxRoutes, addr);
+        };
+        let held =
+            Held { a: Attribution { domain: domain.clone(), list: list.clone(), expires, source }, list: list_id };
+        let Some(&slot) = st.index.get(&addr) else {
+            if st.len() >= self.limits.max_routes {
+                return self.refuse(Refusal::MaxRoutes, addr);
             }
-            Some(entry) => {
-                let same = |a: &Attribution| a.domain == *domain && a.list == *list && a.source == source;
-                if let Some(a) = entry.attributions.iter_mut().find(|a| same(a)) {
-                    if expires <= a.expires {
-                        return Update::Unchanged;
-                    }
-                    // Granularity is judged per attribution: a refresh of
-                    // one source must reach subscribers even while another
-                    // source's longer attribution dominates the route.
-                    let old = a.expires;
-                    a.expires = expires;
-                    st.mark_refresh(addr, old, expires);
-                    return Update::Refreshed;
-                }
-                let before = entry.attributions.clone();
-                entry.attributions.push(Attribution { domain: domain.clone(), list: list.clone(), expires, source });
-                let reschedule = expires < entry.scheduled;
-                if reschedule {
-                    entry.scheduled = expires;
-                }
-                let after = entry.attributions.clone();
-                st.count_lists(&before, -1);
-                st.count_lists(&after, 1);
-                if reschedule {
-                    st.schedule(addr, expires);
-                }
-                st.mark(addr);
-                Update::Changed
+            if !st.list_has_room(list_id) {
+                return self.refuse(Refusal::ListMaxRoutes, addr);
             }
+            st.insert(addr, SmallVec::from_elem(held, 1), expires, 1);
+            st.mark(addr);
+            return Update::Added;
+        };
+        let slot = slot as usize;
+        let entry = &mut st.slots[slot];
+        let same = |h: &Held| h.list == list_id && h.a.domain == *domain && h.a.source == held.a.source;
+        if let Some(h) = entry.held.iter_mut().find(|h| same(h)) {
+            if expires <= h.a.expires {
+                return Update::Unchanged;
+            }
+            // Granularity is judged per attribution: a refresh of
+            // one source must reach subscribers even while another
+            // source's longer attribution dominates the route.
+            let old = h.a.expires;
+            h.a.expires = expires;
+            st.mark_refresh(addr, old, expires);
+            return Update::Refreshed;
         }
+        entry.names_total = entry.names_total.saturating_add(1);
+        let new_list = entry.lists & (1 << list_id) == 0;
+        if new_list && !st.list_has_room(list_id) {
+            return self.refuse(Refusal::ListMaxRoutes, addr);
+        }
+        let entry = &mut st.slots[slot];
+        if entry.held.len() >= max_names {
+            // Full: the new name takes the place of the one expiring first
+            // if it outlives it; the route's lifetime stays the same as
+            // if every name were kept.
+            let (first, at) = entry
+                .held
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (i, h.a.expires))
+                .min_by_key(|(_, e)| *e)
+                .unwrap_or((0, UnixMillis::MAX));
+            if expires <= at {
+                self.refusals.names_dropped.fetch_add(1, Ordering::Relaxed);
+                return Update::Unchanged;
+            }
+            self.refusals.names_dropped.fetch_add(1, Ordering::Relaxed);
+            entry.held[first] = held;
+        } else {
+            entry.held.push(held);
+        }
+        let reschedule = expires < entry.scheduled;
+        if reschedule {
+            entry.scheduled = expires;
+        }
+        st.settle(slot);
+        if reschedule {
+            st.schedule(addr, expires);
+        }
+        st.mark(addr);
+        Update::Changed
     }
 
     /// Sets the attributions `source` gives `addr` to exactly `names`
@@ -225,8 +581,9 @@ impl RouteTable {
     /// state for the address. For a (domain, list) the source already had,
     /// the later expiry wins; its attributions missing from `names` are
     /// removed; other sources' attributions are untouched. Expiries are
-    /// capped at now + max_ttl and names already expired are ignored.
-    /// Returns what happened to the route.
+    /// capped at now + max_ttl and names already expired are ignored; past
+    /// `max_names_per_route`, the longest-living names are kept. Returns
+    /// what happened to the route.
     pub fn replace_source(
         &self,
         addr: IpAddr,
@@ -234,42 +591,78 @@ impl RouteTable {
         names: &[(Arc<str>, Arc<str>, UnixMillis)],
     ) -> Replaced {
         let addr = canonical(addr);
+        if let Some(r) = self.refusal_of(addr) {
+            if !names.is_empty() {
+                self.refuse(r, addr);
+            }
+            return Replaced::Unchanged;
+        }
         let now = self.clock.now();
         let limit = now + self.max_ttl;
-        let mut st = self.lock();
-        let st = &mut *st;
-        let before: SmallVec<[Attribution; 1]> =
-            st.routes.get(&addr).map(|e| e.attributions.clone()).unwrap_or_default();
-        let mut after: SmallVec<[Attribution; 1]> = before.iter().filter(|a| a.source != *source).cloned().collect();
+        let max_names = self.limits.max_names_per_route;
+        // What the source asks for: live names, one per (domain, list) with
+        // its latest expiry, the longest-living first, at most the cap.
+        let mut wanted: Vec<(&Arc<str>, &Arc<str>, UnixMillis)> =
+            names.iter().map(|(d, l, e)| (d, l, (*e).min(limit))).filter(|(_, _, e)| *e > now).collect();
+        wanted.sort_by(|a, b| (a.0, a.1, Reverse(a.2)).cmp(&(b.0, b.1, Reverse(b.2))));
+        wanted.dedup_by(|b, a| a.0 == b.0 && a.1 == b.1);
+        wanted.sort_by_key(|(_, _, e)| Reverse(*e));
+        wanted.truncate(max_names);
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let slot = st.index.get(&addr).map(|s| *s as usize);
+        let before: SmallVec<[Held; 1]> = slot.map(|s| st.slots[s].held.clone()).unwrap_or_default();
+        let old_mask = slot.map_or(0, |s| st.slots[s].lists);
+        let mut after: SmallVec<[Held; 1]> = before.iter().filter(|h| h.a.source != *source).cloned().collect();
         let mut refreshed: SmallVec<[(UnixMillis, UnixMillis); 1]> = SmallVec::new();
         let mut membership_changed = false;
-        for (domain, list, expires) in names {
-            let expires = (*expires).min(limit);
-            if expires <= now || after.iter().any(|a| a.source == *source && a.domain == *domain && a.list == *list) {
-                continue;
-            }
-            let old = before.iter().find(|a| a.source == *source && a.domain == *domain && a.list == *list);
+        let mut new_names = 0u32;
+        let mut full_list = None;
+        for (domain, list, expires) in wanted {
+            let old = before.iter().find(|h| h.a.source == *source && h.a.domain == *domain && h.a.list == *list);
             match old {
-                Some(o) if o.expires >= expires => after.push(o.clone()),
+                Some(o) if o.a.expires >= expires => after.push(o.clone()),
                 Some(o) => {
-                    refreshed.push((o.expires, expires));
-                    after.push(Attribution { expires, ..o.clone() });
+                    refreshed.push((o.a.expires, expires));
+                    let mut h = o.clone();
+                    h.a.expires = expires;
+                    after.push(h);
                 }
                 None => {
+                    let Some(id) = st.list_id(list, &self.limits.list_max_routes) else {
+                        full_list = Some(list.clone());
+                        break;
+                    };
+                    let in_route = old_mask & (1 << id) != 0 || after.iter().any(|h| h.list == id);
+                    if !in_route && !st.list_has_room(id) {
+                        full_list = Some(list.clone());
+                        break;
+                    }
                     membership_changed = true;
-                    after.push(Attribution {
-                        domain: domain.clone(),
-                        list: list.clone(),
-                        expires,
-                        source: source.clone(),
+                    new_names += 1;
+                    after.push(Held {
+                        a: Attribution { domain: domain.clone(), list: list.clone(), expires, source: source.clone() },
+                        list: id,
                     });
                 }
             }
         }
-        let kept = after.iter().filter(|a| a.source == *source).count();
-        let had = before.iter().filter(|a| a.source == *source).count();
+        if let Some(full) = full_list {
+            drop(guard);
+            self.refuse(Refusal::ListMaxRoutes, addr);
+            let rest: Vec<_> = names.iter().filter(|(_, l, _)| *l != full).cloned().collect();
+            return self.replace_source(addr, source, &rest);
+        }
+        if after.len() > max_names {
+            // Other sources hold most of the room: keep the longest-living overall.
+            after.sort_by_key(|h| Reverse(h.a.expires));
+            after.truncate(max_names);
+            self.refusals.names_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        let kept = after.iter().filter(|h| h.a.source == *source).count();
+        let had = before.iter().filter(|h| h.a.source == *source).count();
         // Without a new key, the key set changed exactly when some were dropped.
-        membership_changed |= kept != had;
+        membership_changed |= kept != had || after.len() != before.len();
         if !membership_changed && refreshed.is_empty() {
             return Replaced::Unchanged;
         }
@@ -279,26 +672,27 @@ impl RouteTable {
             (false, true) => Replaced::Removed,
             (false, false) => Replaced::Changed,
         };
-        st.count_lists(&before, -1);
-        st.count_lists(&after, 1);
-        if after.is_empty() {
-            st.routes.remove(&addr);
-            st.mark(addr);
-            return result;
+        if result == Replaced::Added && st.len() >= self.limits.max_routes {
+            drop(guard);
+            self.refuse(Refusal::MaxRoutes, addr);
+            return Replaced::Unchanged;
         }
-        let earliest = after.iter().map(|a| a.expires).min().unwrap_or(now);
-        let reschedule = match st.routes.get_mut(&addr) {
-            Some(e) => {
-                e.attributions = after;
+        let earliest = after.iter().map(|h| h.a.expires).min().unwrap_or(now);
+        let reschedule = match slot {
+            Some(s) => {
+                let e = &mut st.slots[s];
+                e.held = after;
+                e.names_total = e.names_total.saturating_add(new_names);
                 let r = earliest < e.scheduled;
                 if r {
                     e.scheduled = earliest;
                 }
-                r
+                st.settle(s);
+                r && result != Replaced::Removed
             }
             None => {
-                st.routes.insert(addr, Entry { attributions: after, scheduled: earliest });
-                true
+                st.insert(addr, after, earliest, new_names.max(1));
+                false
             }
         };
         if reschedule {
@@ -314,61 +708,101 @@ impl RouteTable {
         result
     }
 
+    /// Runs `f` on every occupied slot, [`CHUNK`] slots per lock hold.
+    /// A route that exists during the whole walk is visited exactly once.
+    fn walk(&self, mut f: impl FnMut(&mut State, usize)) {
+        let mut start = 0;
+        loop {
+            let mut st = self.lock();
+            let end = (start + CHUNK).min(st.slots.len());
+            if start >= end {
+                return;
+            }
+            for i in start..end {
+                if !st.slots[i].is_free() {
+                    f(&mut st, i);
+                }
+            }
+            drop(st);
+            start = end;
+        }
+    }
+
     /// Removes every attribution of `source` on addresses not in `keep`
     /// (a sync peer's full snapshot did not mention them, or the peer's
     /// store was replaced). Returns the addresses of routes left without
     /// any attribution, which are removed.
     pub fn sweep_source(&self, source: &Source, keep: &FxHashSet<IpAddr>) -> Vec<IpAddr> {
-        let mut st = self.lock();
-        let st = &mut *st;
-        let mut changed = Vec::new();
-        for (addr, entry) in st.routes.iter_mut() {
-            if keep.contains(addr) || !entry.attributions.iter().any(|a| a.source == *source) {
-                continue;
-            }
-            let before = entry.attributions.clone();
-            entry.attributions.retain(|a| a.source != *source);
-            changed.push((*addr, before, entry.attributions.clone()));
-        }
         let mut removed = Vec::new();
-        for (addr, before, after) in changed {
-            st.count_lists(&before, -1);
-            st.count_lists(&after, 1);
-            if after.is_empty() {
-                st.routes.remove(&addr);
+        self.walk(|st, i| {
+            let e = &mut st.slots[i];
+            if keep.contains(&e.addr) || !e.held.iter().any(|h| h.a.source == *source) {
+                return;
+            }
+            e.held.retain(|h| h.a.source != *source);
+            let addr = e.addr;
+            if st.settle(i) {
                 removed.push(addr);
             }
             st.mark(addr);
-        }
+        });
         removed
     }
 
     /// Inserts routes read from the store at start-up: attributions already
     /// expired are dropped and expiries are capped at now + max_ttl.
     /// Subscribers are not told (they start with a full dump if they ask).
-    /// Returns the addresses dropped because they had expired.
+    /// Returns the addresses dropped (expired, or refused by the bounds).
     pub fn load(&self, routes: impl IntoIterator<Item = Route>) -> Vec<IpAddr> {
+        self.load_at(routes, None)
+    }
+
+    /// [`RouteTable::load`] with the store's own record of when it was
+    /// last written: an attribution expired by the clock but not by that
+    /// time is kept for the life it had left then (a clock set wrong at
+    /// boot must not empty the store).
+    pub fn load_at(&self, routes: impl IntoIterator<Item = Route>, store_time: Option<UnixMillis>) -> Vec<IpAddr> {
         let now = self.clock.now();
         let limit = now + self.max_ttl;
-        let mut st = self.lock();
         let mut dropped = Vec::new();
-        for mut route in routes {
-            route.attributions.retain(|a| a.expires > now);
-            if route.attributions.is_empty() {
-                dropped.push(route.addr);
-                continue;
+        let mut routes = routes.into_iter().peekable();
+        while routes.peek().is_some() {
+            let mut st = self.lock();
+            for mut route in routes.by_ref().take(CHUNK) {
+                for a in &mut route.attributions {
+                    if a.expires <= now
+                        && let Some(t) = store_time
+                        && a.expires > t
+                    {
+                        a.expires = now + (a.expires - t);
+                    }
+                }
+                route.attributions.retain(|a| a.expires > now);
+                let addr = canonical(route.addr);
+                if route.attributions.is_empty() || self.refusal_of(addr).is_some() {
+                    dropped.push(route.addr);
+                    continue;
+                }
+                if !st.index.contains_key(&addr) && st.len() >= self.limits.max_routes {
+                    self.refuse(Refusal::MaxRoutes, addr);
+                    dropped.push(route.addr);
+                    continue;
+                }
+                let mut held: SmallVec<[Held; 1]> = SmallVec::new();
+                route.attributions.sort_by_key(|a| Reverse(a.expires));
+                for mut a in route.attributions.into_iter().take(self.limits.max_names_per_route) {
+                    a.expires = a.expires.min(limit);
+                    let Some(id) = st.list_id(&a.list, &self.limits.list_max_routes) else { continue };
+                    held.push(Held { a, list: id });
+                }
+                if held.is_empty() {
+                    dropped.push(route.addr);
+                    continue;
+                }
+                let scheduled = held.iter().map(|h| h.a.expires).min().unwrap_or(now);
+                st.remove(addr);
+                st.insert(addr, held, scheduled, route.names_total.max(1));
             }
-            for a in &mut route.attributions {
-                a.expires = a.expires.min(limit);
-            }
-            let addr = canonical(route.addr);
-            let scheduled = route.attributions.iter().map(|a| a.expires).min().unwrap_or(now);
-            if let Some(old) = st.routes.remove(&addr) {
-                st.count_lists(&old.attributions, -1);
-            }
-            st.count_lists(&route.attributions, 1);
-            st.routes.insert(addr, Entry { attributions: route.attributions, scheduled });
-            st.schedule(addr, scheduled);
         }
         dropped
     }
@@ -378,42 +812,45 @@ impl RouteTable {
     pub fn expire(&self) -> Vec<IpAddr> {
         let now = self.clock.now();
         let mut removed = Vec::new();
-        let mut st = self.lock();
-        let st = &mut *st;
-        while let Some(&Reverse((at, addr))) = st.heap.peek() {
-            if at > now {
-                break;
-            }
-            st.heap.pop();
-            let Some(entry) = st.routes.get_mut(&addr) else { continue };
-            if entry.scheduled != at {
-                continue;
-            }
-            if entry.attributions.iter().all(|a| a.expires > now) {
-                // Refreshed since it was scheduled.
-                entry.scheduled = entry.attributions.iter().map(|a| a.expires).min().unwrap_or(now);
-                let next = entry.scheduled;
-                st.schedule(addr, next);
-                continue;
-            }
-            let before = entry.attributions.clone();
-            entry.attributions.retain(|a| a.expires > now);
-            let after = entry.attributions.clone();
-            st.count_lists(&before, -1);
-            st.count_lists(&after, 1);
-            if after.is_empty() {
-                st.routes.remove(&addr);
-                removed.push(addr);
-            } else {
-                let next = after.iter().map(|a| a.expires).min().unwrap_or(now);
-                if let Some(e) = st.routes.get_mut(&addr) {
-                    e.scheduled = next;
+        loop {
+            let mut st = self.lock();
+            let st = &mut *st;
+            let mut handled = 0;
+            while let Some(&Reverse((at, addr))) = st.heap.peek() {
+                if at > now || handled == CHUNK {
+                    break;
                 }
-                st.schedule(addr, next);
+                handled += 1;
+                st.heap.pop();
+                let Some(&slot) = st.index.get(&addr) else { continue };
+                let slot = slot as usize;
+                let entry = &mut st.slots[slot];
+                if entry.scheduled != at {
+                    continue;
+                }
+                if entry.held.iter().all(|h| h.a.expires > now) {
+                    // Refreshed since it was scheduled.
+                    entry.scheduled = entry.held.iter().map(|h| h.a.expires).min().unwrap_or(now);
+                    let next = entry.scheduled;
+                    st.schedule(addr, next);
+                    continue;
+                }
+                entry.held.retain(|h| h.a.expires > now);
+                let next = entry.held.iter().map(|h| h.a.expires).min();
+                if let Some(next) = next {
+                    entry.scheduled = next;
+                }
+                if st.settle(slot) {
+                    removed.push(addr);
+                } else if let Some(next) = next {
+                    st.schedule(addr, next);
+                }
+                st.mark(addr);
             }
-            st.mark(addr);
+            if handled < CHUNK {
+                return removed;
+            }
         }
-        removed
     }
 
     /// After a list reload: drops attributions whose name no list claims
@@ -421,34 +858,26 @@ impl RouteTable {
     /// routes' addresses.
     pub fn revalidate(&self, lists: &Lists) -> Vec<IpAddr> {
         let mut removed = Vec::new();
-        let mut st = self.lock();
-        let st = &mut *st;
-        let mut changed = Vec::new();
-        for (addr, entry) in st.routes.iter_mut() {
-            let keep =
-                |a: &Attribution| lists.index_of(&a.list).is_some_and(|i| lists.lookup_text(&a.domain) & (1 << i) != 0);
-            if entry.attributions.iter().all(keep) {
-                continue;
+        let keep =
+            |a: &Attribution| lists.index_of(&a.list).is_some_and(|i| lists.lookup_text(&a.domain) & (1 << i) != 0);
+        self.walk(|st, i| {
+            let e = &mut st.slots[i];
+            if e.held.iter().all(|h| keep(&h.a)) {
+                return;
             }
-            let before = entry.attributions.clone();
-            entry.attributions.retain(|a| keep(a));
-            changed.push((*addr, before, entry.attributions.clone()));
-        }
-        for (addr, before, after) in changed {
-            st.count_lists(&before, -1);
-            st.count_lists(&after, 1);
-            if after.is_empty() {
-                st.routes.remove(&addr);
+            e.held.retain(|h| keep(&h.a));
+            let addr = e.addr;
+            // A shrunk route keeps its heap entry; expiry re-checks it.
+            if st.settle(i) {
                 removed.push(addr);
             }
-            // A shrunk route keeps its heap entry; expiry re-checks it.
             st.mark(addr);
-        }
+        });
         removed
     }
 
     pub fn len(&self) -> usize {
-        self.lock().routes.len()
+        self.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -458,52 +887,98 @@ impl RouteTable {
     /// Routes per list name.
     pub fn per_list(&self) -> Vec<(Arc<str>, usize)> {
         let st = self.lock();
-        let mut v: Vec<_> = st.per_list.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let mut v: Vec<_> =
+            st.list_names.iter().zip(&st.list_counts).filter(|(_, c)| **c > 0).map(|(k, v)| (k.clone(), *v)).collect();
         v.sort();
         v
     }
 
     pub fn get(&self, addr: IpAddr) -> Option<Route> {
         let addr = canonical(addr);
-        self.lock().routes.get(&addr).map(|e| Route { addr, attributions: e.attributions.clone() })
+        let mut st = self.lock();
+        st.entry_mut(&addr).map(|e| e.route())
     }
 
-    /// A copy of every route, sorted by address.
+    /// A copy of every route, sorted by address (copied in chunks).
     pub fn snapshot(&self) -> Vec<Route> {
-        let mut v: Vec<Route> = {
-            let st = self.lock();
-            st.routes.iter().map(|(addr, e)| Route { addr: *addr, attributions: e.attributions.clone() }).collect()
-        };
+        let mut v = Vec::new();
+        self.walk(|st, i| v.push(st.slots[i].route()));
         v.sort_by_key(|r| r.addr);
         v
     }
 
+    /// Up to `limit` routes with addresses after `after` (all, without it),
+    /// in address order: a page of the table. The walk is chunked like
+    /// every other; only `limit` routes are copied.
+    pub fn page(&self, after: Option<IpAddr>, limit: usize, mut keep: impl FnMut(&Route) -> bool) -> Vec<Route> {
+        if limit == 0 {
+            return Vec::new();
+        }
+        let after = after.map(canonical);
+        // The `limit` smallest addresses seen so far (a max-heap).
+        let mut best: BinaryHeap<IpAddr> = BinaryHeap::with_capacity(limit + 1);
+        self.walk(|st, i| {
+            let addr = st.slots[i].addr;
+            if after.is_some_and(|a| addr <= a) || best.len() == limit && best.peek().is_some_and(|m| addr >= *m) {
+                return;
+            }
+            if keep(&st.slots[i].route()) {
+                best.push(addr);
+                if best.len() > limit {
+                    best.pop();
+                }
+            }
+        });
+        let addrs = best.into_sorted_vec();
+        let mut out = Vec::with_capacity(addrs.len());
+        for chunk in addrs.chunks(CHUNK) {
+            let mut st = self.lock();
+            out.extend(chunk.iter().filter_map(|a| st.entry_mut(a).map(|e| e.route())));
+        }
+        out
+    }
+
     /// Registers a subscriber. With `initial_dump` every current route is
-    /// marked as changed for it; with `refresh_granularity`, expiry-only
-    /// changes are reported when they cross a multiple of it.
+    /// sent to it (from a cursor over the slots, not a set of every
+    /// address); with `refresh_granularity`, expiry-only changes are
+    /// reported when they cross a multiple of it.
     pub fn subscribe(self: &Arc<Self>, initial_dump: bool, refresh_granularity: Option<Duration>) -> Subscription {
         let notify = Arc::new(Notify::new());
         let mut st = self.lock();
         let id = st.next_subscriber;
         st.next_subscriber += 1;
-        let dirty: FxHashSet<IpAddr> =
-            if initial_dump { st.routes.keys().copied().collect() } else { FxHashSet::default() };
-        if !dirty.is_empty() {
+        let dump_end = if initial_dump { st.slots.len() } else { 0 };
+        if initial_dump && !st.index.is_empty() {
             notify.notify_one();
         }
         st.subscribers.push(Subscriber {
             id,
-            dirty,
+            dirty: FxHashSet::default(),
             notify: notify.clone(),
             refresh_granularity: refresh_granularity.map(|g| millis(g).max(1)),
+            dump: 0,
+            dump_end,
         });
         Subscription { table: self.clone(), id, notify }
     }
 
     fn drain(&self, id: u64, max: usize) -> Vec<RouteEvent> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let before = out.len();
+            let more = self.drain_some(id, (max - out.len()).min(CHUNK), &mut out);
+            if !more || out.len() == before {
+                break;
+            }
+        }
+        out
+    }
+
+    /// One lock hold of a drain; returns whether more may be waiting.
+    fn drain_some(&self, id: u64, max: usize, out: &mut Vec<RouteEvent>) -> bool {
         let mut st = self.lock();
         let st = &mut *st;
-        let Some(sub) = st.subscribers.iter_mut().find(|s| s.id == id) else { return Vec::new() };
+        let Some(sub) = st.subscribers.iter_mut().find(|s| s.id == id) else { return false };
         let addrs: Vec<IpAddr> = if sub.dirty.len() <= max {
             sub.dirty.drain().collect()
         } else {
@@ -511,21 +986,50 @@ impl RouteTable {
             for a in &some {
                 sub.dirty.remove(a);
             }
-            // More remain: make sure the subscriber comes back.
-            sub.notify.notify_one();
             some
         };
-        addrs
-            .into_iter()
-            .map(|addr| match st.routes.get(&addr) {
-                Some(e) => RouteEvent::Added(Route { addr, attributions: e.attributions.clone() }),
+        let mut room = max - addrs.len();
+        let (mut dump, dump_end) = (sub.dump, sub.dump_end.min(st.slots.len()));
+        for addr in addrs {
+            out.push(match st.index.get(&addr) {
+                Some(&s) => RouteEvent::Added(st.slots[s as usize].route()),
                 None => RouteEvent::Removed(addr),
-            })
-            .collect()
+            });
+        }
+        while room > 0 && dump < dump_end {
+            let e = &st.slots[dump];
+            if !e.is_free() {
+                out.push(RouteEvent::Added(e.route()));
+                room -= 1;
+            }
+            dump += 1;
+        }
+        let Some(sub) = st.subscribers.iter_mut().find(|s| s.id == id) else { return false };
+        sub.dump = dump;
+        let more = !sub.dirty.is_empty() || sub.dump < dump_end;
+        if more {
+            // More remain: make sure the subscriber comes back.
+            sub.notify.notify_one();
+        }
+        more
     }
 
     fn pending(&self, id: u64) -> usize {
-        self.lock().subscribers.iter().find(|s| s.id == id).map_or(0, |s| s.dirty.len())
+        self.lock()
+            .subscribers
+            .iter()
+            .find(|s| s.id == id)
+            .map_or(0, |s| s.dirty.len() + s.dump_end.saturating_sub(s.dump))
+    }
+
+    fn requeue(&self, id: u64, addrs: impl Iterator<Item = IpAddr>) {
+        let mut addrs = addrs.peekable();
+        while addrs.peek().is_some() {
+            let mut st = self.lock();
+            let Some(sub) = st.subscribers.iter_mut().find(|s| s.id == id) else { return };
+            sub.dirty.extend(addrs.by_ref().take(CHUNK));
+            sub.notify.notify_one();
+        }
     }
 
     fn unsubscribe(&self, id: u64) {
@@ -551,18 +1055,27 @@ impl Subscription {
         self.table.drain(self.id, max)
     }
 
-    /// How many changed routes wait to be drained.
+    /// How many changed routes wait to be drained (an initial dump counts
+    /// the slots it has left, freed ones included).
     pub fn pending(&self) -> usize {
         self.table.pending(self.id)
     }
 
+    /// Marks addresses as changed again (a consumer that could not keep
+    /// what it drained, e.g. a failed store write): the next drain gives
+    /// their current state.
+    pub fn requeue(&self, addrs: impl Iterator<Item = IpAddr>) {
+        self.table.requeue(self.id, addrs)
+    }
+
     /// Turns the subscription into a bounded channel of event batches (at
-    /// most `batch` events each), fed by a task that ends when the receiver
-    /// is dropped. A full channel holds the pump, not the table: changes
-    /// keep coalescing in the subscriber's set meanwhile.
-    pub fn into_channel(self, capacity: usize, batch: usize) -> mpsc::Receiver<Vec<RouteEvent>> {
+    /// most `batch` events each), fed by a task on `tracker` (its owner
+    /// waits for it) that ends when the receiver is dropped. A full channel
+    /// holds the pump, not the table: changes keep coalescing in the
+    /// subscriber's set meanwhile.
+    pub fn into_channel(self, tracker: &TaskTracker, capacity: usize, batch: usize) -> mpsc::Receiver<Vec<RouteEvent>> {
         let (tx, rx) = mpsc::channel(capacity);
-        tokio::spawn(async move {
+        tracker.spawn(async move {
             loop {
                 tokio::select! {
                     _ = self.changed() => {}
@@ -587,6 +1100,7 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     const H: Duration = Duration::from_secs(3600);
 
@@ -702,7 +1216,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn channel_is_bounded_and_loses_nothing() {
         let t = table(Duration::from_secs(1), H);
-        let mut rx = t.subscribe(false, None).into_channel(1, 10);
+        let tracker = TaskTracker::new();
+        let mut rx = t.subscribe(false, None).into_channel(&tracker, 1, 10);
         let (d, l) = (s("x.test"), s("vpn"));
         for i in 0..100u8 {
             t.upsert(IpAddr::from([198, 51, 100, i]), &d, &l, t.expiry_for_ttl(5), Source::Dns);
@@ -815,11 +1330,197 @@ mod tests {
                 Attribution { domain: s("x.test"), list: s("vpn"), expires, source: Source::Dns },
                 1,
             ),
+            names_total: 1,
         };
         let dropped = t.load(vec![mk("198.51.100.1", 999_999), mk("::ffff:198.51.100.2", 1_000_000 + 100 * 3_600_000)]);
         assert_eq!(dropped, vec![a("198.51.100.1")]);
         assert_eq!(t.len(), 1);
         let r = t.get(a("198.51.100.2")).unwrap();
         assert_eq!(r.expires(), 1_000_000 + 3_600_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn random_subdomain_flood_keeps_the_cap_and_the_expiry() {
+        let t = Arc::new(
+            RouteTable::new(Clock::starting_at(1_000_000), Duration::from_secs(1), H)
+                .with_limits(Limits { max_names_per_route: 4, ..Limits::default() }),
+        );
+        let sub = t.subscribe(false, None);
+        let (l, addr) = (s("vpn"), a("198.51.100.7"));
+        let mut all = Vec::new();
+        for i in 0..10_000u64 {
+            // Expiries go up and down: the route must live as long as the
+            // longest of them, exactly as if every name were kept.
+            let e = 1_000_000 + 10_000 + (i * 7919) % 50_000;
+            all.push(e);
+            t.upsert(addr, &s(&format!("r{i}.wild.test")), &l, e, Source::Dns);
+        }
+        all.sort();
+        let longest = *all.last().unwrap();
+        let r = t.get(addr).unwrap();
+        assert_eq!(r.attributions.len(), 4);
+        assert_eq!(r.names_total, 10_000);
+        assert_eq!(r.expires(), longest);
+        // The kept names are the four that live longest.
+        let mut kept: Vec<u64> = r.attributions.iter().map(|a| a.expires).collect();
+        kept.sort();
+        assert_eq!(kept, all[all.len() - 4..].to_vec());
+        assert!(t.names_dropped() > 9_000);
+        assert_eq!(t.per_list(), vec![(s("vpn"), 1)]);
+        assert_eq!(sub.pending(), 1);
+        tokio::time::advance(Duration::from_millis(longest - 1_000_000 - 1)).await;
+        t.expire();
+        assert_eq!(t.len(), 1);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(t.expire(), vec![addr]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn route_caps_refuse_new_addresses_and_keep_refreshing() {
+        let limits = Limits { max_routes: 3, list_max_routes: vec![(s("small"), 1)], ..Limits::default() };
+        let t = Arc::new(RouteTable::new(Clock::starting_at(1_000_000), Duration::from_secs(1), H).with_limits(limits));
+        let (d, vpn, small) = (s("x.test"), s("vpn"), s("small"));
+        let e = 2_000_000;
+        assert_eq!(t.upsert(a("198.51.100.1"), &d, &small, e, Source::Dns), Update::Added);
+        assert_eq!(t.upsert(a("198.51.100.2"), &d, &small, e, Source::Dns), Update::Refused(Refusal::ListMaxRoutes));
+        // An existing route of another list may not join the full list either.
+        assert_eq!(t.upsert(a("198.51.100.3"), &d, &vpn, e, Source::Dns), Update::Added);
+        assert_eq!(t.upsert(a("198.51.100.3"), &d, &small, e, Source::Dns), Update::Refused(Refusal::ListMaxRoutes));
+        assert_eq!(t.upsert(a("198.51.100.4"), &d, &vpn, e, Source::Dns), Update::Added);
+        assert_eq!(t.upsert(a("198.51.100.5"), &d, &vpn, e, Source::Dns), Update::Refused(Refusal::MaxRoutes));
+        let peer = Source::Peer(s("p"));
+        assert_eq!(t.replace_source(a("198.51.100.6"), &peer, &[(d.clone(), vpn.clone(), e)]), Replaced::Unchanged);
+        assert!(t.get(a("198.51.100.6")).is_none());
+        // Existing routes keep refreshing and gaining names.
+        assert_eq!(t.upsert(a("198.51.100.4"), &d, &vpn, e + 1, Source::Dns), Update::Refreshed);
+        assert_eq!(t.upsert(a("198.51.100.4"), &s("y.test"), &vpn, e, Source::Dns), Update::Changed);
+        assert_eq!(t.len(), 3);
+        let refused: Vec<(Refusal, u64)> = t.refused().into_iter().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(refused, vec![(Refusal::MaxRoutes, 2), (Refusal::ListMaxRoutes, 2)]);
+        // Room again once one goes.
+        t.replace_source(a("198.51.100.1"), &peer, &[]);
+        tokio::time::advance(Duration::from_secs(1001)).await;
+        t.expire();
+        assert!(t.is_empty());
+        assert_eq!(t.upsert(a("198.51.100.2"), &d, &small, 3_000_000, Source::Dns), Update::Added);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unroutable_denied_and_neighbor_addresses_get_no_route() {
+        let limits = Limits {
+            deny: vec![
+                ("203.0.113.0/24".parse().unwrap(), Refusal::Deny),
+                ("198.51.100.1/32".parse().unwrap(), Refusal::Neighbor),
+            ],
+            ..Limits::default()
+        };
+        let t = Arc::new(RouteTable::new(Clock::starting_at(1_000_000), Duration::from_secs(1), H).with_limits(limits));
+        let sub = t.subscribe(false, None);
+        let (d, l) = (s("x.test"), s("vpn"));
+        for bad in [
+            "0.0.0.0",
+            "::",
+            "127.0.0.1",
+            "::1",
+            "::ffff:127.0.0.1",
+            "224.0.0.1",
+            "ff02::1",
+            "255.255.255.255",
+            "240.0.0.1",
+            "0.1.2.3",
+            "169.254.1.1",
+            "fe80::1",
+        ] {
+            assert_eq!(t.upsert(a(bad), &d, &l, 2_000_000, Source::Dns), Update::Refused(Refusal::Unroutable), "{bad}");
+        }
+        assert_eq!(t.upsert(a("203.0.113.9"), &d, &l, 2_000_000, Source::Dns), Update::Refused(Refusal::Deny));
+        assert_eq!(
+            t.upsert(a("::ffff:198.51.100.1"), &d, &l, 2_000_000, Source::Dns),
+            Update::Refused(Refusal::Neighbor)
+        );
+        // Private and documentation ranges stay routable; a v4-mapped address is its /32.
+        for good in ["10.1.2.3", "192.168.1.1", "198.51.100.2", "2001:db8::1", "fd00::1"] {
+            assert_eq!(t.upsert(a(good), &d, &l, 2_000_000, Source::Dns), Update::Added, "{good}");
+        }
+        assert_eq!(t.upsert(a("::ffff:198.51.100.3"), &d, &l, 2_000_000, Source::Dns), Update::Added);
+        assert!(t.get(a("198.51.100.3")).is_some());
+        assert_eq!(sub.pending(), 6);
+        let counts: Vec<u64> = t.refused().iter().map(|(_, n)| *n).collect();
+        assert_eq!(counts, vec![12, 1, 1, 0, 0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn walks_pages_and_dumps_see_every_route_once() {
+        let t = table(Duration::from_secs(1), H);
+        let (d, l) = (s("x.test"), s("vpn"));
+        let n = 3 * CHUNK as u32 + 17;
+        for i in 0..n {
+            t.upsert(IpAddr::from(Ipv4Addr::from(0x0A00_0000 + i)), &d, &l, 2_000_000, Source::Dns);
+        }
+        let dump = t.subscribe(true, None);
+        // Changes during the dump: a removal and an addition.
+        t.replace_source(a("10.0.0.5"), &Source::Dns, &[]);
+        t.upsert(a("2001:db8::1"), &d, &l, 2_000_000, Source::Dns);
+        let mut added = FxHashSet::default();
+        let mut removed = Vec::new();
+        loop {
+            let ev = dump.drain(500);
+            if ev.is_empty() {
+                break;
+            }
+            assert!(ev.len() <= 500);
+            for e in ev {
+                match e {
+                    RouteEvent::Added(r) => {
+                        added.insert(r.addr);
+                    }
+                    RouteEvent::Removed(a) => removed.push(a),
+                }
+            }
+        }
+        assert_eq!(removed, vec![a("10.0.0.5")]);
+        assert_eq!(added.len(), n as usize, "every live route once (the new one included)");
+        assert!(!added.contains(&a("10.0.0.5")));
+        // Pages in address order, each after the last.
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = t.page(after, 1000, |_| true);
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|r| r.addr);
+            seen.extend(page.into_iter().map(|r| r.addr));
+        }
+        assert_eq!(seen.len(), n as usize);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(seen.last(), Some(&a("2001:db8::1")));
+        assert_eq!(t.snapshot().len(), n as usize);
+        let v6 = t.page(None, 10, |r| r.addr.is_ipv6());
+        assert_eq!(v6.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn load_keeps_routes_a_wrong_clock_calls_expired() {
+        // The clock says 1_000_000; the store was last written at 500_000,
+        // when this route had 100 s to live.
+        let t = table(Duration::from_secs(1), H);
+        let r = Route::new(
+            a("198.51.100.1"),
+            SmallVec::from_elem(
+                Attribution { domain: s("x.test"), list: s("vpn"), expires: 600_000, source: Source::Dns },
+                1,
+            ),
+        );
+        let gone = Route::new(
+            a("198.51.100.2"),
+            SmallVec::from_elem(
+                Attribution { domain: s("x.test"), list: s("vpn"), expires: 400_000, source: Source::Dns },
+                1,
+            ),
+        );
+        let dropped = t.load_at(vec![r, gone], Some(500_000));
+        assert_eq!(dropped, vec![a("198.51.100.2")]);
+        assert_eq!(t.get(a("198.51.100.1")).unwrap().expires(), 1_000_000 + 100_000);
     }
 }

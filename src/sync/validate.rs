@@ -10,7 +10,7 @@
 //!   minute of clock skew) ahead; it is then capped at now + `max_ttl`;
 //! * the origin must be the sending instance and not this one.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::log::NameState;
@@ -21,8 +21,12 @@ use crate::routes::{UnixMillis, canonical};
 
 /// Clock difference between instances tolerated on expiries.
 pub const CLOCK_SKEW_MS: UnixMillis = 60_000;
-/// Names one change may carry for one address.
-pub const MAX_NAMES: usize = 64;
+/// Names one change may carry for one address: the largest
+/// `max_names_per_route` a sender can have (the route table keeps at most
+/// its own cap of them, the longest-living). Senders keep at most 255 in
+/// their log record, far above the default cap of 16, so a shared address
+/// with many names always syncs.
+pub const MAX_NAMES: usize = 1024;
 
 /// Why an entry was rejected (the `reason` label of
 /// `dnsbgpd_sync_changes_rejected_total`).
@@ -80,29 +84,8 @@ pub fn address(text: &str) -> Result<IpAddr, (Reason, String)> {
     }
 }
 
-/// Whether a route to this host address makes sense.
-pub fn routable_unicast(addr: IpAddr) -> bool {
-    match canonical(addr) {
-        IpAddr::V4(a) => v4_ok(a),
-        IpAddr::V6(a) => v6_ok(a),
-    }
-}
-
-fn v4_ok(a: Ipv4Addr) -> bool {
-    let first = a.octets()[0];
-    !(a.is_unspecified()
-        || a.is_loopback()
-        || a.is_multicast()
-        || a.is_broadcast()
-        || a.is_link_local()
-        || first == 0
-        || first >= 240)
-}
-
-fn v6_ok(a: Ipv6Addr) -> bool {
-    let first = a.segments()[0];
-    !(a.is_unspecified() || a.is_loopback() || a.is_multicast() || (first & 0xffc0) == 0xfe80)
-}
+/// Whether a route to this host address makes sense (the route table's rule).
+pub use crate::routes::routable_unicast;
 
 /// Judges names against the current lists at one moment.
 pub struct Checker<'a> {

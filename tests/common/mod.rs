@@ -79,6 +79,8 @@ pub struct Options {
     pub list_extra: String,
     /// Appended to the config verbatim (e.g. `[bgp]`).
     pub extra_config: String,
+    /// Extra lines of the `[routes]` section.
+    pub routes_extra: String,
 }
 
 impl Default for Options {
@@ -91,6 +93,7 @@ impl Default for Options {
             extra_dnstap: String::new(),
             list_extra: String::new(),
             extra_config: String::new(),
+            routes_extra: String::new(),
         }
     }
 }
@@ -127,7 +130,7 @@ impl Dnsbgpd {
         let store = dir.join("store");
         let mut conf = format!(
             "[dnstap]\nsocket = \"{}\"\nsocket_mode = \"0666\"\n{}{}\n\
-             [routes]\nstore = \"{}\"\nmin_ttl = \"{}\"\nmax_ttl = \"{}\"\nflush_interval = \"200ms\"\n\n\
+             [routes]\nstore = \"{}\"\nmin_ttl = \"{}\"\nmax_ttl = \"{}\"\nflush_interval = \"200ms\"\n{}\n\
              [api]\nlisten = \"{api}\"\n",
             socket.display(),
             tcp.map(|t| format!("tcp = \"{t}\"\n")).unwrap_or_default(),
@@ -135,6 +138,7 @@ impl Dnsbgpd {
             store.display(),
             opts.min_ttl,
             opts.max_ttl,
+            opts.routes_extra,
         );
         for (name, content) in &opts.lists {
             let file = dir.join("lists").join(format!("{name}.txt"));

@@ -72,6 +72,11 @@ enum Command {
         /// DNS TTL of the answers (seconds).
         #[arg(long, default_value_t = 86_400)]
         ttl: u32,
+        /// Random-subdomain flood: list N names `s{j}.bench.test` and answer
+        /// `r{i}.s{i % N}.bench.test` with the address of `s{i % N}`, so
+        /// `--routes` answers make N routes with ever new names (0: off).
+        #[arg(long, default_value_t = 0)]
+        flood_suffixes: u64,
     },
     /// Act as the daemon's BGP neighbor and measure dnstap → UPDATE latency.
     Latency {
@@ -116,8 +121,8 @@ enum Command {
 fn main() -> ExitCode {
     let args = Args::parse();
     let r = match args.command {
-        Command::Fill { socket, routes, v6_percent, list_out, ttl } => {
-            fill(socket.as_deref(), routes, v6_percent, list_out.as_deref(), ttl)
+        Command::Fill { socket, routes, v6_percent, list_out, ttl, flood_suffixes } => {
+            fill(socket.as_deref(), routes, v6_percent, list_out.as_deref(), ttl, flood_suffixes)
         }
         Command::Latency {
             socket,
@@ -271,7 +276,14 @@ fn fill_addr(i: u64, v6_percent: u8) -> IpAddr {
     }
 }
 
-fn fill(socket: Option<&Path>, routes: u64, v6_percent: u8, list_out: Option<&Path>, ttl: u32) -> anyhow::Result<()> {
+fn fill(
+    socket: Option<&Path>,
+    routes: u64,
+    v6_percent: u8,
+    list_out: Option<&Path>,
+    ttl: u32,
+    flood: u64,
+) -> anyhow::Result<()> {
     if v6_percent > 100 {
         bail!("--v6-percent must be 0..=100");
     }
@@ -279,8 +291,12 @@ fn fill(socket: Option<&Path>, routes: u64, v6_percent: u8, list_out: Option<&Pa
         bail!("--routes must be below 16 M (the IPv4 addresses come from 10.0.0.0/8)");
     }
     if let Some(path) = list_out {
-        std::fs::write(path, format!("# bgp-bench: claims r{{i}}.{SUFFIX} and l{{i}}.{SUFFIX}\n{SUFFIX}\n"))
-            .with_context(|| format!("writing {}", path.display()))?;
+        let text = if flood > 0 {
+            (0..flood).map(|j| format!("s{j}.{SUFFIX}\n")).collect()
+        } else {
+            format!("# bgp-bench: claims r{{i}}.{SUFFIX} and l{{i}}.{SUFFIX}\n{SUFFIX}\n")
+        };
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("list written to {}", path.display());
     }
     let Some(socket) = socket else {
@@ -295,13 +311,17 @@ fn fill(socket: Option<&Path>, routes: u64, v6_percent: u8, list_out: Option<&Pa
     let mut bytes = 0u64;
     let (mut v4, mut v6) = (0u64, 0u64);
     for i in 0..routes {
-        let addr = fill_addr(i, v6_percent);
+        let (addr, name) = if flood > 0 {
+            (fill_addr(i % flood, v6_percent), format!("r{i}.s{}.{SUFFIX}", i % flood))
+        } else {
+            (fill_addr(i, v6_percent), format!("r{i}.{SUFFIX}"))
+        };
         if addr.is_ipv4() {
             v4 += 1
         } else {
             v6 += 1
         }
-        push_frame(&mut buf, response(&format!("r{i}.{SUFFIX}"), addr, ttl));
+        push_frame(&mut buf, response(&name, addr, ttl));
         if buf.len() >= CHUNK {
             d.s.write_all(&buf).context("sending frames")?;
             bytes += buf.len() as u64;
@@ -312,7 +332,10 @@ fn fill(socket: Option<&Path>, routes: u64, v6_percent: u8, list_out: Option<&Pa
     bytes += buf.len() as u64;
     d.finish()?;
     let secs = started.elapsed().as_secs_f64();
-    println!("routes: {routes} (ipv4 {v4}, ipv6 {v6})");
+    println!(
+        "answers: {routes} (ipv4 {v4}, ipv6 {v6}); routes: {}",
+        if flood > 0 { flood.min(routes) } else { routes }
+    );
     println!("bytes sent: {bytes}");
     println!("seconds: {secs:.3}");
     println!("answers/s: {:.0}", routes as f64 / secs);

@@ -11,7 +11,6 @@
 //! `--list-out` writes the list file that claims exactly the listed names
 //! of the mix (padded with unrelated domains up to `--list-size`).
 
-#[path = "dnstap-load/mix.rs"]
 mod mix;
 
 use std::io::{Read, Write};
