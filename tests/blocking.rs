@@ -433,6 +433,12 @@ fn blackhole_export_to_bird() -> Result<()> {
     assert!(bird_route(&opted, "203.0.0.0/16")?.is_none(), "shorter than blackhole_min_v4");
     assert!(bird_route(&plain, "198.51.100.77/32")?.is_none(), "the default export is routes only");
     assert!(bird_route(&plain, "203.0.113.0/24")?.is_none());
+    // A ROUTE-REFRESH re-sends the blackholes (the table is empty here, so
+    // every UPDATE that answers it carries blackholes).
+    let updates = "dnsbgpd_bgp_messages_total{neighbor=\"opted\",direction=\"out\",type=\"update\"}";
+    let before = d.metric(updates)?;
+    opted.birdc(&["reload", "in", "dnsbgpd"])?;
+    wait_for(Duration::from_secs(5), "blackholes re-sent", || Ok((d.metric(updates)? > before).then_some(())))?;
     // Withdrawn at expiry and at DELETE.
     wait_for(Duration::from_secs(10), "blackhole withdrawn at expiry", || {
         Ok(bird_route(&opted, "198.51.100.77/32")?.is_none().then_some(()))

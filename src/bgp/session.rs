@@ -648,6 +648,15 @@ impl Neighbor {
                                     write_all(&mut wr, &out).await?;
                                     status.message("out", "update", enc.messages as u64);
                                     status.update_bytes(enc.bytes);
+                                    // Blackholes of that family too.
+                                    let mut again = bh.everything();
+                                    again.announce.retain(|p| p.addr().is_ipv4() == (r.afi == Afi::IPV4));
+                                    if !again.is_empty() {
+                                        out.clear();
+                                        let enc = super::blackhole::encode(&again, &export, &mut out).map_err(|e| SessionError::Other(e.to_string()))?;
+                                        write_all(&mut wr, &out).await?;
+                                        status.message("out", "update", enc.messages as u64);
+                                    }
                                 }
                             }
                             Message::Notification(n) => {
