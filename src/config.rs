@@ -41,6 +41,7 @@ struct RawConfig {
     #[serde(default)]
     bgp: Option<crate::bgp::config::RawBgp>,
     sync: Option<Spanned<crate::sync::config::RawSync>>,
+    blocking: Option<Spanned<crate::blocking::config::RawBlocking>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +109,8 @@ pub struct Settings {
     pub bgp: Option<crate::bgp::config::BgpSettings>,
     /// Peer sync; `None` without a `[sync]` section.
     pub sync: Option<crate::sync::config::SyncSettings>,
+    /// Dynamic blocks; `None` without a `[blocking]` section.
+    pub blocking: Option<crate::blocking::config::BlockingSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -429,6 +432,7 @@ fn validate(
     let sync = crate::sync::config::validate(raw.sync, base, &mut problem);
 
     let bgp = raw.bgp.map(|b| crate::bgp::config::validate(b, &mut problem));
+    let blocking = raw.blocking.map(|b| crate::blocking::config::validate(b, base, &mut problem));
 
     if !problems.is_empty() {
         return Err(ConfigError(problems));
@@ -459,6 +463,7 @@ fn validate(
         api,
         bgp,
         sync,
+        blocking,
     })
 }
 

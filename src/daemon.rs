@@ -27,6 +27,8 @@ use tracing::{error, info, warn};
 use crate::api::{self, ApiState};
 use crate::bgp::Speaker;
 use crate::bgp::metrics::BgpMetrics;
+use crate::blocking::kernel::{self, EnforceError};
+use crate::blocking::service::{Blocking, BlockingMetrics};
 use crate::config::Settings;
 use crate::dnstap::Pipeline;
 use crate::dnstap::server::{Server, SocketFile, bind_unix};
@@ -50,6 +52,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let mut registry = Metrics::new();
     let bgp_metrics = BgpMetrics::register(&mut registry.registry);
     let sync_metrics = settings.sync.as_ref().map(|_| SyncMetrics::register(&mut registry.registry));
+    let blocking_metrics = settings.blocking.as_ref().map(|_| BlockingMetrics::register(&mut registry.registry));
     let metrics = Arc::new(registry);
 
     let (lists, problems) = Lists::load_bounded(&settings.lists, settings.routes.max_list_size)?;
@@ -66,6 +69,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let cache = r.store_cache;
     let sled = tokio::task::spawn_blocking(move || SledStore::open(&store_dir, cache)).await??;
     let db = sled.db().clone();
+    let blocking_db = sled.db().clone();
     let store: Arc<dyn RouteStore> = Arc::new(sled);
     let table = Arc::new(RouteTable::new(Clock::new(), r.min_ttl, r.max_ttl).with_limits(route_limits(&settings)));
     let store_status = Arc::new(StoreStatus::default());
@@ -98,6 +102,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         reload: reload_tx.clone(),
         bgp: Default::default(),
         token: settings.api.token.clone(),
+        blocking: Default::default(),
         store: store_status.clone(),
     });
     {
@@ -166,17 +171,44 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         s.start(&inputs_done, inputs.clone());
     }
 
+    // Blocking: the engine runs whether or not the kernel filter can.
+    let blocking = match (&settings.blocking, blocking_metrics) {
+        (Some(b), Some(m)) => {
+            let enforcer = match &b.attach {
+                Some(a) => {
+                    kernel::start(a, u32::try_from(b.max_blocks).unwrap_or(u32::MAX), &inputs_done, inputs.clone())
+                }
+                None => Err(EnforceError::Unavailable(
+                    "no [blocking.attach] section: blocks are listed (and exported over BGP), not enforced in the kernel"
+                        .into(),
+                )),
+            };
+            let clock = *table.clock();
+            let (b, db) = (b.clone(), blocking_db);
+            let svc = tokio::task::spawn_blocking(move || Blocking::new(b, enforcer, clock, m, Some(&db))).await?;
+            svc.start(&inputs_done, inputs.clone());
+            let _ = api_state.blocking.set(svc.clone());
+            Some(svc)
+        }
+        _ => None,
+    };
+
     // BGP: after the store is loaded, so that a restarted speaker announces
     // the stored table before End-of-RIB (graceful restart).
     if let Some(bgp) = &settings.bgp {
+        let blackholes = blocking.as_ref().map(|b| b.blackholes());
         let speaker =
-            Speaker::start(bgp, &settings.lists, table.clone(), bgp_metrics, bgp_stop.clone(), &bgp_done).await?;
+            Speaker::start(bgp, &settings.lists, table.clone(), bgp_metrics, blackholes, bgp_stop.clone(), &bgp_done)
+                .await?;
         let _ = api_state.bgp.set(speaker);
     }
 
     // dnstap listeners.
-    let pipeline =
-        Arc::new(Pipeline::new(lists.clone(), ingest.clone(), metrics.clone(), &settings.dnstap.message_types));
+    let mut pipeline = Pipeline::new(lists.clone(), ingest.clone(), metrics.clone(), &settings.dnstap.message_types);
+    if let Some(b) = &blocking {
+        pipeline = pipeline.with_blocking(b.taps());
+    }
+    let pipeline = Arc::new(pipeline);
     let dnstap = Server::new(pipeline, settings.dnstap.max_frame_size, settings.dnstap.max_connections);
     let mut _socket_file = None;
     if let Some(path) = &settings.dnstap.socket {

@@ -42,6 +42,18 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run the lists and the blocking rules over a dnstap capture file
+    /// (fstrm_capture format) and print the routes and blocks that would
+    /// result; touches neither the kernel nor BGP nor the store.
+    Replay {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The capture file.
+        capture: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Talk to a running daemon's API.
     Ctl(Box<CtlArgs>),
     /// Write the man pages and shell completions (for packaging).
@@ -172,8 +184,39 @@ fn main() -> ExitCode {
             }
         }
         Command::Check { config } => check(&config),
+        Command::Replay { config, capture, json } => replay(&config, &capture, json),
         Command::Ctl(args) => ctl(*args),
         Command::GenerateAssets { out } => generate_assets(&out),
+    }
+}
+
+fn replay(config: &std::path::Path, capture: &std::path::Path, json: bool) -> ExitCode {
+    let settings = match Settings::load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match dnsbgpd::blocking::replay::replay(&settings, capture) {
+        Ok(report) => {
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(t) => println!("{t}"),
+                    Err(e) => {
+                        eprintln!("dnsbgpd replay: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{}", dnsbgpd::blocking::replay::text(&report));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dnsbgpd replay: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -134,7 +134,8 @@ pub fn canonical(addr: IpAddr) -> IpAddr {
 /// configured client message type (`CLIENT_QUERY`, `CLIENT_RESPONSE`).
 #[derive(Debug, Clone, Copy)]
 pub struct Sighting<'a> {
-    /// When the resolver saw or sent it (dnstap time; receive time when absent).
+    /// When the resolver saw or sent it (dnstap time; 0 when the frame
+    /// carries none: the live engine goes by its own clock anyway).
     pub time: UnixMillis,
     pub message_type: MessageType,
     /// The client, canonical (v4-mapped IPv6 is IPv4).

@@ -8,6 +8,7 @@
 //! ([`auth`]); without it the answer is 401 and nothing happens.
 
 pub mod auth;
+pub mod blocks;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub struct ApiState {
     pub bgp: std::sync::OnceLock<Arc<crate::bgp::Speaker>>,
     /// `[api] token`: required by every request that changes something.
     pub token: Option<crate::values::Secret>,
+    /// Set when `[blocking]` is configured.
+    pub blocking: std::sync::OnceLock<Arc<crate::blocking::service::Blocking>>,
     /// The route store's health.
     pub store: Arc<crate::routes::store::StoreStatus>,
 }
@@ -54,6 +57,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/routes", get(routes))
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/neighbors", get(neighbors))
+        .route("/api/v1/blocks", get(blocks::list).post(blocks::add))
+        .route("/api/v1/blocks/{*key}", axum::routing::delete(blocks::remove))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token_for_writes))
         .with_state(state)
 }
@@ -77,6 +82,9 @@ pub struct Status {
     pub lists: Vec<ListStatus>,
     pub cname_targets: usize,
     pub dnstap_connections: i64,
+    /// The blocking engine and kernel filter (absent without `[blocking]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocking: Option<serde_json::Value>,
     /// `{"state": "ok"|"degraded", "error": ..., "pending": N}`.
     pub store: crate::routes::store::StoreStatusJson,
     /// The route cap and what the table refused, by reason.
@@ -120,6 +128,7 @@ async fn status(State(st): State<Arc<ApiState>>) -> Response {
             .collect(),
         cname_targets: st.ingest.cnames().len(),
         dnstap_connections: st.metrics.connections_open.get(),
+        blocking: st.blocking.get().and_then(|b| serde_json::to_value(b.status()).ok()),
         store: st.store.json(),
         route_limits: RouteLimitsJson {
             max_routes: table.limits().max_routes,
@@ -251,6 +260,9 @@ async fn metrics_text(State(st): State<Arc<ApiState>>) -> Response {
         let label = ListLabel { list: i.settings.name.to_string() };
         m.list_entries.get_or_create(&label).set((i.entries + i.exclusions) as i64);
         m.list_invalid_lines.get_or_create(&label).set(i.invalid_lines as i64);
+    }
+    if let Some(b) = st.blocking.get() {
+        b.refresh_attach_metrics();
     }
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode()).into_response()
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::blackhole::BlackholeBounds;
 use crate::values::ConfigDuration;
 
 #[derive(Debug, Deserialize)]
@@ -22,8 +23,60 @@ pub struct RawBgp {
     batch_interval: Option<Spanned<ConfigDuration>>,
     graceful_restart_time: Option<Spanned<ConfigDuration>>,
     extended_messages: Option<bool>,
+    blackhole_min_v4: Option<Spanned<u8>>,
+    blackhole_max_v4: Option<Spanned<u8>>,
+    blackhole_min_v6: Option<Spanned<u8>>,
+    blackhole_max_v6: Option<Spanned<u8>>,
+    max_blackholes: Option<Spanned<usize>>,
     #[serde(default, rename = "neighbor")]
     neighbors: Vec<RawNeighbor>,
+}
+
+/// Blackhole export bounds: in `[bgp]` for every neighbor, in a
+/// `[[bgp.neighbor]]` for that one.
+#[derive(Debug, Default)]
+struct RawBlackholeBounds {
+    blackhole_min_v4: Option<Spanned<u8>>,
+    blackhole_max_v4: Option<Spanned<u8>>,
+    blackhole_min_v6: Option<Spanned<u8>>,
+    blackhole_max_v6: Option<Spanned<u8>>,
+    max_blackholes: Option<Spanned<usize>>,
+}
+
+impl RawBlackholeBounds {
+    fn apply(&self, base: BlackholeBounds, problem: &mut dyn FnMut(Range<usize>, String)) -> BlackholeBounds {
+        let mut b = base;
+        let mut len = |v: &Option<Spanned<u8>>, max: u8, target: &mut u8| {
+            if let Some(v) = v {
+                if *v.get_ref() == 0 || *v.get_ref() > max {
+                    problem(v.span(), format!("must be between 1 and {max}"));
+                } else {
+                    *target = *v.get_ref();
+                }
+            }
+        };
+        len(&self.blackhole_min_v4, 32, &mut b.min_v4);
+        len(&self.blackhole_max_v4, 32, &mut b.max_v4);
+        len(&self.blackhole_min_v6, 128, &mut b.min_v6);
+        len(&self.blackhole_max_v6, 128, &mut b.max_v6);
+        if let Some(m) = &self.max_blackholes {
+            b.max = *m.get_ref();
+        }
+        for (min, max, span) in [
+            (b.min_v4, b.max_v4, self.blackhole_min_v4.as_ref().or(self.blackhole_max_v4.as_ref())),
+            (b.min_v6, b.max_v6, self.blackhole_min_v6.as_ref().or(self.blackhole_max_v6.as_ref())),
+        ] {
+            if min > max
+                && let Some(s) = span
+            {
+                problem(
+                    s.span(),
+                    format!("blackhole prefix bounds: the minimum length {min} is above the maximum {max}"),
+                );
+            }
+        }
+        b
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,6 +95,13 @@ struct RawNeighbor {
     next_hop_v6: Option<Ipv6Addr>,
     families: Option<Spanned<Vec<String>>>,
     password: Option<Spanned<String>>,
+    /// `"routes"` (the route table) and/or `"blackhole"` (RFC 7999).
+    export: Option<Spanned<Vec<Spanned<String>>>>,
+    blackhole_min_v4: Option<Spanned<u8>>,
+    blackhole_max_v4: Option<Spanned<u8>>,
+    blackhole_min_v6: Option<Spanned<u8>>,
+    blackhole_max_v6: Option<Spanned<u8>>,
+    max_blackholes: Option<Spanned<usize>>,
 }
 
 /// Validated `[bgp]`.
@@ -81,6 +141,11 @@ pub struct NeighborSettings {
     pub ipv6: bool,
     /// TCP MD5 signature key (RFC 2385).
     pub password: Option<String>,
+    /// Send the route table (`export` has `"routes"`; the default).
+    pub export_routes: bool,
+    /// Send blocking's blackhole routes (`export` has `"blackhole"`).
+    pub export_blackhole: bool,
+    pub blackhole: BlackholeBounds,
 }
 
 impl NeighborSettings {
@@ -140,8 +205,40 @@ pub fn validate(raw: RawBgp, problem: &mut dyn FnMut(Range<usize>, String)) -> B
         },
         None => 120,
     };
+    let bounds = RawBlackholeBounds {
+        blackhole_min_v4: raw.blackhole_min_v4,
+        blackhole_max_v4: raw.blackhole_max_v4,
+        blackhole_min_v6: raw.blackhole_min_v6,
+        blackhole_max_v6: raw.blackhole_max_v6,
+        max_blackholes: raw.max_blackholes,
+    }
+    .apply(BlackholeBounds::default(), problem);
     let mut neighbors: Vec<NeighborSettings> = Vec::new();
     for n in raw.neighbors {
+        let (mut export_routes, mut export_blackhole) = (true, false);
+        if let Some(e) = &n.export {
+            export_routes = false;
+            for x in e.get_ref() {
+                match x.get_ref().as_str() {
+                    "routes" => export_routes = true,
+                    "blackhole" => export_blackhole = true,
+                    other => {
+                        problem(x.span(), format!("unknown export {other:?}: expected \"routes\" or \"blackhole\""))
+                    }
+                }
+            }
+            if e.get_ref().is_empty() {
+                problem(e.span(), "export must name \"routes\", \"blackhole\" or both".into());
+            }
+        }
+        let blackhole = RawBlackholeBounds {
+            blackhole_min_v4: n.blackhole_min_v4,
+            blackhole_max_v4: n.blackhole_max_v4,
+            blackhole_min_v6: n.blackhole_min_v6,
+            blackhole_max_v6: n.blackhole_max_v6,
+            max_blackholes: n.max_blackholes,
+        }
+        .apply(bounds, problem);
         let address = *n.address.get_ref();
         if *n.remote_as.get_ref() == 0 {
             problem(n.remote_as.span(), "remote_as must not be 0".into());
@@ -225,6 +322,9 @@ pub fn validate(raw: RawBgp, problem: &mut dyn FnMut(Range<usize>, String)) -> B
             ipv4,
             ipv6,
             password: n.password.map(Spanned::into_inner),
+            export_routes,
+            export_blackhole,
+            blackhole,
         });
     }
     BgpSettings {

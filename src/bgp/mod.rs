@@ -9,6 +9,7 @@
 //! established session has its own, so a slow or absent neighbor gets the
 //! current state when it is ready, never a replay.
 
+pub mod blackhole;
 pub mod config;
 pub mod message;
 pub mod metrics;

@@ -74,6 +74,8 @@ pub struct Context {
     /// Set once a session was Established: later OPENs no longer carry the
     /// Graceful Restart "restarted" bit.
     pub was_established: AtomicBool,
+    /// Blackhole routes to send (neighbors with `export` "blackhole").
+    pub blackholes: Option<super::blackhole::BlackholeFeed>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -575,6 +577,13 @@ impl Neighbor {
             }
             self.send_changes(&mut rib, &events, &export, &mut wr, &mut out).await?;
         }
+        // Blackholes in force, before End-of-RIB.
+        let mut bh_feed = ctx.blackholes.clone();
+        let mut bh = super::blackhole::BlackholeRib::default();
+        if let Some(f) = bh_feed.as_mut() {
+            let current = f.borrow_and_update().clone();
+            self.send_blackholes(&mut bh, &current, &export, &mut wr, &mut out).await?;
+        }
         out.clear();
         let eor = end_of_rib(&export, &mut out).map_err(|e| SessionError::Other(e.to_string()))?;
         write_all(&mut wr, &out).await?;
@@ -639,6 +648,15 @@ impl Neighbor {
                                     write_all(&mut wr, &out).await?;
                                     status.message("out", "update", enc.messages as u64);
                                     status.update_bytes(enc.bytes);
+                                    // Blackholes of that family too.
+                                    let mut again = bh.everything();
+                                    again.announce.retain(|p| p.addr().is_ipv4() == (r.afi == Afi::IPV4));
+                                    if !again.is_empty() {
+                                        out.clear();
+                                        let enc = super::blackhole::encode(&again, &export, &mut out).map_err(|e| SessionError::Other(e.to_string()))?;
+                                        write_all(&mut wr, &out).await?;
+                                        status.message("out", "update", enc.messages as u64);
+                                    }
                                 }
                             }
                             Message::Notification(n) => {
@@ -688,6 +706,9 @@ impl Neighbor {
                         self.flush(&sub, &mut rib, &export, &mut wr, &mut out).await?;
                     }
                 }
+                Some(list) = super::blackhole::changed(&mut bh_feed) => {
+                    self.send_blackholes(&mut bh, &list, &export, &mut wr, &mut out).await?;
+                }
             }
         }
     }
@@ -715,6 +736,27 @@ impl Neighbor {
         Ok(())
     }
 
+    async fn send_blackholes<W: AsyncWrite + Unpin>(
+        &self,
+        bh: &mut super::blackhole::BlackholeRib,
+        wanted: &[ipnet::IpNet],
+        export: &SessionExport,
+        wr: &mut W,
+        out: &mut BytesMut,
+    ) -> Result<(), SessionError> {
+        let changes = bh.update(wanted, &self.ctx.settings.blackhole, export);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        out.clear();
+        let enc = super::blackhole::encode(&changes, export, out).map_err(|e| SessionError::Other(e.to_string()))?;
+        write_all(wr, out).await?;
+        self.ctx.status.message("out", "update", enc.messages as u64);
+        self.ctx.status.update_bytes(enc.bytes);
+        info!(neighbor = %self.ctx.settings.name, announced = enc.announced, withdrawn = enc.withdrawn, in_force = bh.len(), "blackhole routes sent");
+        Ok(())
+    }
+
     async fn send_changes<W: AsyncWrite + Unpin>(
         &self,
         rib: &mut AdjRibOut,
@@ -723,6 +765,9 @@ impl Neighbor {
         wr: &mut W,
         out: &mut BytesMut,
     ) -> Result<(), SessionError> {
+        if !self.ctx.settings.export_routes {
+            return Ok(());
+        }
         let changes = rib.apply(events, &self.ctx.policy, export);
         if changes.is_empty() {
             return Ok(());

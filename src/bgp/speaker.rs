@@ -36,6 +36,7 @@ impl Speaker {
         lists: &[ListSettings],
         table: Arc<RouteTable>,
         metrics: BgpMetrics,
+        blackholes: Option<super::blackhole::BlackholeFeed>,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> anyhow::Result<Arc<Speaker>> {
@@ -59,6 +60,7 @@ impl Speaker {
                 policy: policy.clone(),
                 status: status.clone(),
                 was_established: AtomicBool::new(false),
+                blackholes: if n.export_blackhole { blackholes.clone() } else { None },
             });
             tracker.spawn(Neighbor { ctx, incoming: rx, shutdown: shutdown.clone() }.run());
             neighbors.push((status, tx));

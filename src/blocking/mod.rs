@@ -13,4 +13,11 @@
 //! kernel counted.
 
 pub mod attach_config;
+pub mod blocks;
+pub mod config;
+pub mod engine;
 pub mod kernel;
+pub mod replay;
+pub mod service;
+pub mod tap;
+pub mod window;

@@ -353,6 +353,46 @@ pub fn hickory_name(msg: &[u8], pos: usize, out: &mut String) -> Option<usize> {
     }
 }
 
+/// The header and question of a message, for the blocking engine: what
+/// every client query and response costs when blocking is on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Question {
+    pub rcode: u8,
+    pub answers: u16,
+    /// No question section (qtype 0, no name).
+    pub empty: bool,
+    pub qtype: u16,
+}
+
+/// Reads the header and the question; decodes the question name into
+/// `name` only when `decode_name(rcode, answers)` says so (otherwise the
+/// name is only checked and skipped).
+pub fn question(
+    msg: &[u8],
+    name: &mut NameBuf,
+    decode_name: impl FnOnce(u8, u16) -> bool,
+) -> Result<(Question, bool), WireError> {
+    if msg.len() < 12 {
+        return Err(WireError::ShortHeader);
+    }
+    let qdcount = be16(msg, 4).unwrap_or(0);
+    let mut q = Question { rcode: msg[3] & 0x0F, answers: be16(msg, 6).unwrap_or(0), ..Question::default() };
+    if qdcount == 0 {
+        q.empty = true;
+        return Ok((q, false));
+    }
+    if qdcount > 1 {
+        return Err(WireError::TooManyQuestions);
+    }
+    let decoded = decode_name(q.rcode, q.answers);
+    let (after, _) = if decoded { read_name(msg, 12, name)? } else { skip_name(msg, 12)? };
+    if after + 4 > msg.len() {
+        return Err(WireError::RecordTruncated);
+    }
+    q.qtype = be16(msg, after).ok_or(WireError::RecordTruncated)?;
+    Ok((q, decoded))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -15,12 +15,15 @@ use prost::Message as _;
 
 use super::dnswire;
 use super::proto;
+use crate::blocking::engine::TapFactory;
+use crate::blocking::tap::Tap;
 use crate::clock::UnixMillis;
 use crate::lists::Lists;
 use crate::metrics::{ListLabel, Metrics};
 use crate::names::NameBuf;
 use crate::observation::MessageType;
 use crate::observation::Observation;
+use crate::observation::Sighting;
 use crate::routes::ingest::Ingest;
 
 /// What became of a frame.
@@ -44,6 +47,16 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     /// Bit `t` set when message type `t` is used.
     types: u32,
+    /// The blocking engine's taps, when `[blocking]` is configured.
+    blocking: Option<TapFactory>,
+}
+
+/// What one connection keeps between frames: the scratch name buffers and,
+/// with blocking on, its tap into the engine.
+pub struct Scratch {
+    pub name: NameBuf,
+    qname: NameBuf,
+    tap: Option<Tap>,
 }
 
 impl Pipeline {
@@ -54,15 +67,46 @@ impl Pipeline {
         types: &[MessageType],
     ) -> Pipeline {
         let types = types.iter().fold(0u32, |m, t| m | 1 << (*t as u32));
-        Pipeline { lists, ingest, metrics, types }
+        Pipeline { lists, ingest, metrics, types, blocking: None }
+    }
+
+    /// Hands every CLIENT_QUERY and CLIENT_RESPONSE to the blocking engine.
+    pub fn with_blocking(mut self, taps: TapFactory) -> Pipeline {
+        self.blocking = Some(taps);
+        self
+    }
+
+    /// The per-connection state (registers a tap with the engine).
+    pub fn scratch(&self) -> Scratch {
+        Scratch { name: NameBuf::new(), qname: NameBuf::new(), tap: self.blocking.as_ref().map(TapFactory::tap) }
+    }
+
+    /// Handles one data frame of a connection.
+    #[inline]
+    pub fn handle_in(&self, frame: Bytes, scratch: &mut Scratch) -> FrameOutcome {
+        match scratch.tap.as_mut() {
+            None => self.handle(frame, &mut scratch.name),
+            Some(tap) => self.handle_inner(frame, &mut scratch.name, Some((tap, &mut scratch.qname))),
+        }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
-    /// Handles one data frame. `name` is the caller's scratch buffer.
+    /// Handles one data frame (routes only). `name` is the caller's
+    /// scratch buffer.
     pub fn handle(&self, frame: Bytes, name: &mut NameBuf) -> FrameOutcome {
+        self.handle_inner(frame, name, None)
+    }
+
+    #[inline(always)]
+    fn handle_inner(
+        &self,
+        frame: Bytes,
+        name: &mut NameBuf,
+        blocking: Option<(&mut Tap, &mut NameBuf)>,
+    ) -> FrameOutcome {
         // Most frames name nothing listed: for them the protobuf is only
         // walked in place (no `Bytes` handles, no atomics), and decoded
         // with prost only once the frame matched.
@@ -77,7 +121,13 @@ impl Pipeline {
         let mtype = MessageType::from_i32(peek.mtype);
         self.metrics.frame(mtype).inc();
         let Some(mtype) = mtype else { return FrameOutcome::Ignored };
-        if self.types & (1 << (mtype as u32)) == 0 {
+        let routed = self.types & (1 << (mtype as u32)) != 0;
+        if let Some((tap, qname)) = blocking
+            && matches!(mtype, MessageType::ClientQuery | MessageType::ClientResponse)
+        {
+            self.sight(&frame, &peek, mtype, tap, qname, routed);
+        }
+        if !routed {
             return FrameOutcome::Ignored;
         }
         let dns = if mtype.is_response() { peek.response } else { peek.query };
@@ -130,6 +180,76 @@ impl Pipeline {
         self.metrics.routes_added.inc_by(result.added as u64);
         FrameOutcome::Matched
     }
+}
+
+impl Pipeline {
+    /// Hands one client query or response to the blocking engine.
+    #[inline]
+    fn sight(
+        &self,
+        frame: &[u8],
+        p: &peek::Peek,
+        mtype: MessageType,
+        tap: &mut Tap,
+        qname: &mut NameBuf,
+        routed: bool,
+    ) {
+        let response = mtype.is_response();
+        let (Some((a, b)), Some(dns)) = (p.query_address, if response { p.response } else { p.query }) else {
+            return;
+        };
+        let ip = match &frame[a..b] {
+            &[a, b, c, d] => IpAddr::from([a, b, c, d]),
+            addr => match <[u8; 16]>::try_from(addr) {
+                Ok(v6) => IpAddr::from(v6),
+                Err(_) => return,
+            },
+        };
+        let msg = &frame[dns.0..dns.1];
+        let want = response && tap.wants_names();
+        let parsed = dnswire::question(msg, qname, |rcode, answers| want && (rcode == 3 || rcode == 0 && answers > 0));
+        let (q, named) = match parsed {
+            Ok(q) => q,
+            Err(_) => {
+                // The route side counts it when it parses this type too.
+                if !routed {
+                    self.metrics.dns_parse_errors.inc();
+                }
+                return;
+            }
+        };
+        let (sec, nsec) =
+            if response { (p.response_time_sec, p.response_time_nsec) } else { (p.query_time_sec, p.query_time_nsec) };
+        let time = match sec {
+            Some(s) if s > 0 => s.saturating_mul(1000).saturating_add(u64::from(nsec.unwrap_or(0) / 1_000_000)),
+            _ => 0,
+        };
+        tap.sight(&Sighting {
+            time,
+            message_type: mtype,
+            client: crate::observation::canonical(ip),
+            qtype: q.qtype,
+            rcode: response.then_some(q.rcode),
+            answered: q.answers > 0,
+            size: msg.len() as u32,
+            qname: named.then_some(&*qname),
+        });
+    }
+}
+
+/// The dnstap time of a frame in milliseconds (the response time of a
+/// response, the query time of a query); `None` for a frame that is not
+/// dnstap or carries no time. `replay` drives its clock with it.
+pub fn frame_time(frame: &[u8]) -> Option<UnixMillis> {
+    let p = peek::peek(frame).ok()?;
+    let response = MessageType::from_i32(p.mtype).is_some_and(MessageType::is_response);
+    let (sec, nsec) = if response {
+        (p.response_time_sec.or(p.query_time_sec), p.response_time_nsec.or(p.query_time_nsec))
+    } else {
+        (p.query_time_sec.or(p.response_time_sec), p.query_time_nsec.or(p.response_time_nsec))
+    };
+    let s = sec.filter(|s| *s > 0)?;
+    Some(s.saturating_mul(1000).saturating_add(u64::from(nsec.unwrap_or(0) / 1_000_000)))
 }
 
 /// The `Observation` that `Observation::parse` builds from the prost

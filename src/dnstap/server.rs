@@ -25,7 +25,6 @@ use tracing::{debug, info, warn};
 use super::framestream::{ControlFrame, ControlType, DNSTAP_CONTENT_TYPE, Frame, FrameCodec, control_bytes};
 use super::pipeline::Pipeline;
 use crate::metrics::ListenerLabel;
-use crate::names::NameBuf;
 
 /// Settings shared by the listeners.
 #[derive(Clone)]
@@ -162,7 +161,7 @@ impl Server {
         let metrics = self.pipeline.metrics();
         let mut framed = Framed::with_capacity(stream, FrameCodec::new(self.max_frame), 64 * 1024);
         let mut phase = Phase::Initial;
-        let mut name = NameBuf::new();
+        let mut scratch = self.pipeline.scratch();
         let mut frames: u64 = 0;
         debug!(peer, "dnstap connection opened");
         // One cancellation future for the whole connection: creating one
@@ -187,7 +186,7 @@ impl Server {
             match (frame, &phase) {
                 (Frame::Data(data), Phase::Started { .. }) => {
                     frames += 1;
-                    self.pipeline.handle(data, &mut name);
+                    self.pipeline.handle_in(data, &mut scratch);
                 }
                 (Frame::Data(_), _) => {
                     metrics.reject("data_before_start");

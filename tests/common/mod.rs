@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod bgp_peers;
+pub mod dns_load;
 pub mod feed;
 pub mod frames;
 pub mod peers;
