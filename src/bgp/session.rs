@@ -774,6 +774,10 @@ impl Neighbor {
         }
         out.clear();
         let enc = changes.encode(export, out).map_err(|e| SessionError::Other(e.to_string()))?;
+        // The count is published before the bytes leave: a neighbor that has
+        // read the UPDATE must never see an older count in the API.
+        let (v4, v6) = rib.counts();
+        self.ctx.status.set_prefixes(v4, v6);
         write_all(wr, out).await?;
         self.ctx.status.message("out", "update", enc.messages as u64);
         self.ctx.status.update_bytes(enc.bytes);
