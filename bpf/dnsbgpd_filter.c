@@ -1,0 +1,454 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//
+// dnsbgpd's kernel filter: drops packets to the resolver that the blocking
+// engine says must not reach it. Two entry points share one matcher:
+//
+//   dnsbgpd_socket   socket filter, SO_ATTACH_BPF on the resolver's own
+//                    UDP sockets and TCP listeners (returns 0 = drop,
+//                    skb->len = keep);
+//   dnsbgpd_cgroup   cgroup_skb/ingress on the resolver's cgroup; it also
+//                    sees the resolver's upstream traffic, so it checks the
+//                    destination port first (returns 0 = drop, 1 = keep).
+//
+// Per packet: the source address against exact v4/v6 hash maps, then the
+// v4/v6 LPM tries; for UDP the question name, one lookup per suffix (most
+// specific first). Every entry carries its expiry in CLOCK_BOOTTIME ns and
+// a hit counter. Whatever cannot be parsed passes.
+//
+// Name keys: every label is hashed (FNV-1a over the lowercased bytes, seeded
+// from the `config` map), suffix hashes are folded from the right
+// (H(root) = seed, H(label.rest) = mix(rotl(H(rest), 23) ^ h(label))), and
+// the key is {hash, wire length of the suffix, kind, qtype}. The userspace
+// twin is `NameHasher` in src/blocking/filter.rs; tests/bpf_filter.rs checks
+// they agree. All loads are relative to the network header, so the same code
+// runs on a socket filter (data at the transport header), on cgroup_skb and
+// under BPF_PROG_TEST_RUN (data at the network header).
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+
+#define MAX_LABELS 128
+#define NAME_MAX_WIRE 255
+#define BUF_SIZE 512
+
+#define VERDICT_DROP 0
+#define VERDICT_ALLOW 1
+
+#define KIND_EXACT 1
+#define KIND_SUFFIX 2
+#define KIND_BELOW 3
+
+#define QTYPE_ANY 255
+
+#define REASON_SOURCE 0
+#define REASON_QNAME 1
+#define REASON_SUFFIX 2
+#define REASONS 3
+
+#define FNV_PRIME 0x100000001b3ULL
+
+struct entry {
+	__u64 expires_ns; // CLOCK_BOOTTIME; the entry stops matching at it
+	__u64 hits;       // packets matched (atomic add)
+	__u32 verdict;    // VERDICT_*
+	__u32 prefixlen;  // source ranges: the range's length (LPM retry)
+};
+
+struct name_key {
+	__u64 hash;
+	__u8 len;   // wire length of the suffix, root label included
+	__u8 kind;  // KIND_*
+	__u16 qtype;
+	__u32 pad;  // zero
+};
+
+struct lpm_v4 {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct lpm_v6 {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct config {
+	__u64 seed;
+	__u32 port; // cgroup mode: the resolver's port (host order)
+	__u32 pad;
+};
+
+struct scratch {
+	__u8 buf[BUF_SIZE];
+	__u64 lh[MAX_LABELS];  // per-label hash
+	__u64 sh[MAX_LABELS];  // suffix hash from label k to the end
+	__u8 off[MAX_LABELS];  // offset of label k's length byte
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct entry);
+} src_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u8[16]);
+	__type(value, struct entry);
+} src_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lpm_v4);
+	__type(value, struct entry);
+} net_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lpm_v6);
+	__type(value, struct entry);
+} net_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct name_key);
+	__type(value, struct entry);
+} names SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, REASONS);
+	__type(key, __u32);
+	__type(value, __u64);
+} drops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
+
+enum decision { PASS = 0, DROP = 1 };
+
+static __always_inline __u64 fmix64(__u64 x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ULL;
+	x ^= x >> 33;
+	return x;
+}
+
+static __always_inline void count_drop(__u32 reason)
+{
+	__u64 *c = bpf_map_lookup_elem(&drops, &reason);
+	if (c)
+		*c += 1; // per-CPU: no atomics needed
+}
+
+// A live entry's verdict, counting the hit; -1 when absent or expired.
+static __always_inline int apply(struct entry *e, __u64 now)
+{
+	if (!e || e->expires_ns <= now)
+		return -1;
+	__sync_fetch_and_add(&e->hits, 1);
+	return e->verdict == VERDICT_DROP ? DROP : PASS;
+}
+
+static __always_inline int check_v4(struct __sk_buff *skb, __u64 now, __u32 *ihl, __u8 *proto, __u32 *total)
+{
+	__u8 h[20];
+	if (bpf_skb_load_bytes_relative(skb, 0, h, sizeof(h), BPF_HDR_START_NET))
+		return -2;
+	if ((h[0] >> 4) != 4)
+		return -2;
+	*ihl = (h[0] & 0x0f) * 4;
+	*proto = h[9];
+	*total = ((__u32)h[2] << 8) | h[3];
+	// A fragment other than the first carries no transport header.
+	if (((h[6] & 0x1f) | h[7]) != 0)
+		*proto = 0;
+	__u32 addr;
+	__builtin_memcpy(&addr, &h[12], 4);
+	int v = apply(bpf_map_lookup_elem(&src_v4, &addr), now);
+	if (v >= 0)
+		return v;
+	struct lpm_v4 k = { .prefixlen = 32 };
+	__builtin_memcpy(k.addr, &h[12], 4);
+	// The longest range may have expired; try a few shorter ones.
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		struct entry *e = bpf_map_lookup_elem(&net_v4, &k);
+		if (!e)
+			return -1;
+		v = apply(e, now);
+		if (v >= 0)
+			return v;
+		if (e->prefixlen == 0)
+			return -1;
+		k.prefixlen = e->prefixlen - 1;
+	}
+	return -1;
+}
+
+static __always_inline int check_v6(struct __sk_buff *skb, __u64 now, __u32 *ihl, __u8 *proto, __u32 *total)
+{
+	__u8 h[40];
+	if (bpf_skb_load_bytes_relative(skb, 0, h, sizeof(h), BPF_HDR_START_NET))
+		return -2;
+	if ((h[0] >> 4) != 6)
+		return -2;
+	*ihl = 40;
+	*proto = h[6]; // extension headers: not parsed, no name check
+	*total = 40 + (((__u32)h[4] << 8) | h[5]);
+	int v = apply(bpf_map_lookup_elem(&src_v6, &h[8]), now);
+	if (v >= 0)
+		return v;
+	struct lpm_v6 k = { .prefixlen = 128 };
+	__builtin_memcpy(k.addr, &h[8], 16);
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		struct entry *e = bpf_map_lookup_elem(&net_v6, &k);
+		if (!e)
+			return -1;
+		v = apply(e, now);
+		if (v >= 0)
+			return v;
+		if (e->prefixlen == 0)
+			return -1;
+		k.prefixlen = e->prefixlen - 1;
+	}
+	return -1;
+}
+
+struct parse_ctx {
+	struct scratch *s;
+	__u64 seed;
+	__u32 avail; // bytes loaded into s->buf
+	__u32 pos;   // offset of the next length byte
+	__u32 n;     // labels seen
+	int state;   // 0 going on, 1 done (root label), -1 unparseable
+};
+
+// One label per call: its length byte at ctx->pos, then its bytes.
+static long parse_label(__u64 index, void *arg)
+{
+	struct parse_ctx *c = arg;
+	struct scratch *s = c->s;
+	__u32 pos = c->pos;
+	if (pos >= c->avail || pos > NAME_MAX_WIRE) {
+		c->state = -1;
+		return 1;
+	}
+	__u8 len = s->buf[pos & (BUF_SIZE - 1)];
+	if (len == 0) {
+		c->state = (pos + 1 <= NAME_MAX_WIRE) ? 1 : -1;
+		return 1;
+	}
+	// Compression pointers (and the reserved 0x40/0x80 types) are not
+	// followed: a question name in a query has nothing to point back to.
+	if (len & 0xc0) {
+		c->state = -1;
+		return 1;
+	}
+	if (pos + 1 + len >= c->avail || c->n >= MAX_LABELS) {
+		c->state = -1;
+		return 1;
+	}
+	__u64 h = c->seed ^ len;
+	for (__u32 j = 0; j < 63; j++) {
+		if (j >= len)
+			break;
+		__u8 b = s->buf[(pos + 1 + j) & (BUF_SIZE - 1)];
+		if (b >= 'A' && b <= 'Z')
+			b |= 0x20;
+		h = (h ^ b) * FNV_PRIME;
+	}
+	__u32 n = c->n & (MAX_LABELS - 1);
+	s->lh[n] = h;
+	s->off[n] = pos;
+	c->n = n + 1;
+	c->pos = pos + 1 + len;
+	return 0;
+}
+
+struct lookup_ctx {
+	struct scratch *s;
+	__u64 now;
+	__u32 n;
+	__u32 namelen; // wire length of the whole name
+	__u16 qtype;
+	int verdict; // -1 none yet
+	__u32 reason;
+};
+
+static __always_inline int lookup_name(struct lookup_ctx *c, __u64 hash, __u8 len, __u8 kind, __u16 qtype)
+{
+	struct name_key k = { .hash = hash, .len = len, .kind = kind, .qtype = qtype, .pad = 0 };
+	return apply(bpf_map_lookup_elem(&names, &k), c->now);
+}
+
+// Suffix `index`: label index to the end; index 0 is the whole name.
+static long lookup_suffix(__u64 index, void *arg)
+{
+	struct lookup_ctx *c = arg;
+	struct scratch *s = c->s;
+	__u32 k = index & (MAX_LABELS - 1);
+	if (k >= c->n)
+		return 1;
+	__u64 h = s->sh[k];
+	__u8 len = c->namelen - s->off[k];
+	__u16 q = c->qtype;
+	int v;
+	if (k == 0) {
+		if (q != QTYPE_ANY && (v = lookup_name(c, h, len, KIND_EXACT, q)) >= 0)
+			goto found_exact;
+		if ((v = lookup_name(c, h, len, KIND_EXACT, QTYPE_ANY)) >= 0)
+			goto found_exact;
+	} else {
+		if (q != QTYPE_ANY && (v = lookup_name(c, h, len, KIND_BELOW, q)) >= 0)
+			goto found_suffix;
+		if ((v = lookup_name(c, h, len, KIND_BELOW, QTYPE_ANY)) >= 0)
+			goto found_suffix;
+	}
+	if (q != QTYPE_ANY && (v = lookup_name(c, h, len, KIND_SUFFIX, q)) >= 0)
+		goto found_suffix;
+	if ((v = lookup_name(c, h, len, KIND_SUFFIX, QTYPE_ANY)) >= 0)
+		goto found_suffix;
+	return 0;
+found_exact:
+	c->verdict = v;
+	c->reason = REASON_QNAME;
+	return 1;
+found_suffix:
+	c->verdict = v;
+	c->reason = REASON_SUFFIX;
+	return 1;
+}
+
+static __always_inline int check_name(struct __sk_buff *skb, __u64 now, __u32 l4, __u32 total, __u32 *reason)
+{
+	__u32 zero = 0;
+	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!s || !cfg)
+		return -1;
+	// DNS header after the 8-byte UDP header.
+	__u8 dh[12];
+	if (bpf_skb_load_bytes_relative(skb, l4 + 8, dh, sizeof(dh), BPF_HDR_START_NET))
+		return -1;
+	if (dh[2] & 0x80) // QR: a response
+		return -1;
+	if (dh[4] == 0 && dh[5] == 0) // QDCOUNT 0: no question
+		return -1;
+	__u32 qoff = l4 + 8 + 12;
+	if (total <= qoff)
+		return -1;
+	__u32 avail = total - qoff;
+	if (avail > NAME_MAX_WIRE + 4)
+		avail = NAME_MAX_WIRE + 4;
+	if (avail < 5)
+		return -1;
+	if (bpf_skb_load_bytes_relative(skb, qoff, s->buf, avail, BPF_HDR_START_NET))
+		return -1;
+
+	struct parse_ctx p = { .s = s, .seed = cfg->seed, .avail = avail, .pos = 0, .n = 0, .state = 0 };
+	bpf_loop(MAX_LABELS + 1, parse_label, &p, 0);
+	if (p.state != 1 || p.n == 0)
+		return -1;
+	__u32 namelen = p.pos + 1;
+	if (namelen + 2 > avail)
+		return -1; // no room for QTYPE
+	__u16 qtype = ((__u16)s->buf[namelen & (BUF_SIZE - 1)] << 8) | s->buf[(namelen + 1) & (BUF_SIZE - 1)];
+
+	// Fold suffix hashes from the right.
+	__u64 h = cfg->seed;
+	for (int i = MAX_LABELS - 1; i >= 0; i--) {
+		if ((__u32)i >= p.n)
+			continue;
+		h = fmix64(((h << 23) | (h >> 41)) ^ s->lh[i]);
+		s->sh[i] = h;
+	}
+
+	struct lookup_ctx l = { .s = s, .now = now, .n = p.n, .namelen = namelen, .qtype = qtype, .verdict = -1 };
+	bpf_loop(MAX_LABELS, lookup_suffix, &l, 0);
+	*reason = l.reason;
+	return l.verdict;
+}
+
+static __always_inline int decide(struct __sk_buff *skb, __u32 want_port)
+{
+	__u64 now = bpf_ktime_get_boot_ns();
+	__u32 ihl = 0, total = 0;
+	__u8 proto = 0;
+	int v;
+	if (skb->protocol == __constant_htons(ETH_P_IP))
+		v = check_v4(skb, now, &ihl, &proto, &total);
+	else if (skb->protocol == __constant_htons(ETH_P_IPV6))
+		v = check_v6(skb, now, &ihl, &proto, &total);
+	else
+		return PASS;
+	if (v == -2)
+		return PASS;
+	if (want_port) {
+		// cgroup mode: only packets to the resolver's port.
+		__u8 ports[4];
+		if (proto != IPPROTO_UDP && proto != IPPROTO_TCP)
+			return PASS;
+		if (bpf_skb_load_bytes_relative(skb, ihl, ports, sizeof(ports), BPF_HDR_START_NET))
+			return PASS;
+		if ((((__u32)ports[2] << 8) | ports[3]) != want_port)
+			return PASS;
+	}
+	if (v >= 0) {
+		if (v == DROP)
+			count_drop(REASON_SOURCE);
+		return v;
+	}
+	if (proto != IPPROTO_UDP)
+		return PASS;
+	__u32 reason = 0;
+	v = check_name(skb, now, ihl, total, &reason);
+	if (v == DROP) {
+		count_drop(reason);
+		return DROP;
+	}
+	return PASS;
+}
+
+SEC("socket")
+int dnsbgpd_socket(struct __sk_buff *skb)
+{
+	return decide(skb, 0) == DROP ? 0 : skb->len;
+}
+
+SEC("cgroup_skb/ingress")
+int dnsbgpd_cgroup(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	__u32 port = cfg ? cfg->port : 0;
+	if (port == 0)
+		return 1;
+	return decide(skb, port) == DROP ? 0 : 1;
+}
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
