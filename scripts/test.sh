@@ -28,6 +28,9 @@ packages=(
     "rpmbuild:rpm"
     "setpriv:util-linux"
     "man:man-db"
+    "clang:clang"
+    "llvm-strip:llvm"
+    "bpftool:bpftool"
 )
 missing=()
 for pair in "${packages[@]}"; do
@@ -37,6 +40,8 @@ for pair in "${packages[@]}"; do
         [[ " ${missing[*]-} " == *" $pkg "* ]] || missing+=("$pkg")
     fi
 done
+# Headers without a command: the eBPF object rebuild (tests/bpf_object.rs).
+[[ -e /usr/include/bpf/bpf_helpers.h ]] || missing+=("libbpf-dev")
 if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         echo "scripts/test.sh: installing ${missing[*]}"
