@@ -80,7 +80,16 @@ struct config {
 	__u32 pad;
 };
 
+// Per-CPU packet state. The parse cursor lives here rather than on the
+// stack on purpose: the verifier does not track values in map memory, so
+// every bpf_loop round looks the same to it and verification stays short.
 struct scratch {
+	__u64 seed;
+	__u32 avail; // bytes loaded into buf
+	__u32 pos;   // offset of the next length byte
+	__u32 n;     // labels seen
+	__s32 state; // 0 going on, 1 done (root label), -1 unparseable
+	__u64 fold;  // suffix hash being folded from the right
 	__u8 buf[BUF_SIZE];
 	__u64 lh[MAX_LABELS];  // per-label hash
 	__u64 sh[MAX_LABELS];  // suffix hash from label k to the end
@@ -123,6 +132,21 @@ struct {
 	__type(key, struct name_key);
 	__type(value, struct entry);
 } names SEC(".maps");
+
+// Userspace only: the presentation text of each name entry (the kernel map
+// holds hashes), so that a restarted dnsbgpd that reuses pinned maps can
+// list and reconcile the entries it finds. Byte 0 is the length.
+struct name_text {
+	__u8 text[256];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct name_key);
+	__type(value, struct name_text);
+} name_texts SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -241,39 +265,34 @@ static __always_inline int check_v6(struct __sk_buff *skb, __u64 now, __u32 *ihl
 
 struct parse_ctx {
 	struct scratch *s;
-	__u64 seed;
-	__u32 avail; // bytes loaded into s->buf
-	__u32 pos;   // offset of the next length byte
-	__u32 n;     // labels seen
-	int state;   // 0 going on, 1 done (root label), -1 unparseable
 };
 
-// One label per call: its length byte at ctx->pos, then its bytes.
+// One label per call: its length byte at s->pos, then its bytes.
 static long parse_label(__u64 index, void *arg)
 {
 	struct parse_ctx *c = arg;
 	struct scratch *s = c->s;
-	__u32 pos = c->pos;
-	if (pos >= c->avail || pos > NAME_MAX_WIRE) {
-		c->state = -1;
+	__u32 pos = s->pos;
+	if (pos >= s->avail || pos > NAME_MAX_WIRE) {
+		s->state = -1;
 		return 1;
 	}
 	__u8 len = s->buf[pos & (BUF_SIZE - 1)];
 	if (len == 0) {
-		c->state = (pos + 1 <= NAME_MAX_WIRE) ? 1 : -1;
+		s->state = (pos + 1 <= NAME_MAX_WIRE) ? 1 : -1;
 		return 1;
 	}
 	// Compression pointers (and the reserved 0x40/0x80 types) are not
 	// followed: a question name in a query has nothing to point back to.
 	if (len & 0xc0) {
-		c->state = -1;
+		s->state = -1;
 		return 1;
 	}
-	if (pos + 1 + len >= c->avail || c->n >= MAX_LABELS) {
-		c->state = -1;
+	if (pos + 1 + len >= s->avail || s->n >= MAX_LABELS) {
+		s->state = -1;
 		return 1;
 	}
-	__u64 h = c->seed ^ len;
+	__u64 h = s->seed ^ len;
 	for (__u32 j = 0; j < 63; j++) {
 		if (j >= len)
 			break;
@@ -282,11 +301,27 @@ static long parse_label(__u64 index, void *arg)
 			b |= 0x20;
 		h = (h ^ b) * FNV_PRIME;
 	}
-	__u32 n = c->n & (MAX_LABELS - 1);
+	__u32 n = s->n & (MAX_LABELS - 1);
 	s->lh[n] = h;
 	s->off[n] = pos;
-	c->n = n + 1;
-	c->pos = pos + 1 + len;
+	s->n = n + 1;
+	s->pos = pos + 1 + len;
+	return 0;
+}
+
+// Suffix hashes, from the last label to the first.
+static long fold_label(__u64 index, void *arg)
+{
+	struct parse_ctx *c = arg;
+	struct scratch *s = c->s;
+	__u32 n = s->n;
+	if (index >= n)
+		return 1;
+	__u32 k = (n - 1 - index) & (MAX_LABELS - 1);
+	__u64 h = s->fold;
+	h = fmix64(((h << 23) | (h >> 41)) ^ s->lh[k]);
+	s->fold = h;
+	s->sh[k] = h;
 	return 0;
 }
 
@@ -370,25 +405,27 @@ static __always_inline int check_name(struct __sk_buff *skb, __u64 now, __u32 l4
 	if (bpf_skb_load_bytes_relative(skb, qoff, s->buf, avail, BPF_HDR_START_NET))
 		return -1;
 
-	struct parse_ctx p = { .s = s, .seed = cfg->seed, .avail = avail, .pos = 0, .n = 0, .state = 0 };
+	s->seed = cfg->seed;
+	s->avail = avail;
+	s->pos = 0;
+	s->n = 0;
+	s->state = 0;
+	struct parse_ctx p = { .s = s };
 	bpf_loop(MAX_LABELS + 1, parse_label, &p, 0);
-	if (p.state != 1 || p.n == 0)
+	__u32 nl = s->n;
+	if (s->state != 1 || nl == 0 || nl > MAX_LABELS)
 		return -1;
-	__u32 namelen = p.pos + 1;
+	__u32 namelen = s->pos + 1;
+	if (namelen > NAME_MAX_WIRE)
+		return -1;
 	if (namelen + 2 > avail)
 		return -1; // no room for QTYPE
 	__u16 qtype = ((__u16)s->buf[namelen & (BUF_SIZE - 1)] << 8) | s->buf[(namelen + 1) & (BUF_SIZE - 1)];
 
-	// Fold suffix hashes from the right.
-	__u64 h = cfg->seed;
-	for (int i = MAX_LABELS - 1; i >= 0; i--) {
-		if ((__u32)i >= p.n)
-			continue;
-		h = fmix64(((h << 23) | (h >> 41)) ^ s->lh[i]);
-		s->sh[i] = h;
-	}
+	s->fold = cfg->seed;
+	bpf_loop(MAX_LABELS, fold_label, &p, 0);
 
-	struct lookup_ctx l = { .s = s, .now = now, .n = p.n, .namelen = namelen, .qtype = qtype, .verdict = -1 };
+	struct lookup_ctx l = { .s = s, .now = now, .n = nl, .namelen = namelen, .qtype = qtype, .verdict = -1 };
 	bpf_loop(MAX_LABELS, lookup_suffix, &l, 0);
 	*reason = l.reason;
 	return l.verdict;

@@ -16,6 +16,7 @@ pub mod attach_config;
 pub mod blocks;
 pub mod config;
 pub mod engine;
+pub mod filter;
 pub mod kernel;
 pub mod replay;
 pub mod service;
