@@ -148,6 +148,15 @@ struct {
 	__type(value, struct name_text);
 } name_texts SEC(".maps");
 
+// Userspace only: socket inodes dnsbgpd attached the filter to, so that a
+// restart (with pinned maps) tells its own filter from another program's.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u64);
+} attached SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, REASONS);

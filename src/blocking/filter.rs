@@ -44,7 +44,8 @@ pub const CGROUP_PROGRAM: &str = "dnsbgpd_cgroup";
 /// Maps sized by `max_blocks`.
 const ENTRY_MAPS: [&str; 6] = ["src_v4", "src_v6", "net_v4", "net_v6", "names", "name_texts"];
 /// Maps pinned with `pin_path` (the scratch map is per-packet state).
-const PINNED_MAPS: [&str; 8] = ["src_v4", "src_v6", "net_v4", "net_v6", "names", "name_texts", "drops", "config"];
+const PINNED_MAPS: [&str; 9] =
+    ["src_v4", "src_v6", "net_v4", "net_v6", "names", "name_texts", "drops", "config", "attached"];
 
 const VERDICT_DROP: u32 = 0;
 const VERDICT_ALLOW: u32 = 1;
@@ -212,6 +213,7 @@ struct Maps {
     texts: HashMap<MapData, NameKey, NameText>,
     drops: PerCpuArray<MapData, u64>,
     config: Array<MapData, Config>,
+    attached: HashMap<MapData, u64, u64>,
 }
 
 /// Which map holds a source key, and its key there.
@@ -343,6 +345,7 @@ impl Filter {
             texts: take!("name_texts"),
             drops: take!("drops"),
             config: take!("config"),
+            attached: take!("attached"),
         };
         let mut cfg = maps.config.get(&0, 0).map_err(|e| map_err("config", e))?;
         if cfg.seed == 0 {
@@ -383,6 +386,25 @@ impl Filter {
         let mut cfg = maps.config.get(&0, 0).map_err(|e| map_err("config", e))?;
         cfg.port = u32::from(port);
         maps.config.set(0, cfg, 0).map_err(|e| map_err("config", e))
+    }
+
+    /// Records (or forgets) a socket inode this filter was attached to; kept
+    /// in a pinned map so that a restart recognises its own filter.
+    pub fn mark_attached(&self, inode: u64, on: bool) {
+        let mut m = self.maps();
+        let r = if on {
+            m.attached.insert(inode, 1, 0).map_err(|e| e.to_string())
+        } else {
+            m.attached.remove(&inode).map_err(|e| e.to_string())
+        };
+        if let Err(e) = r {
+            tracing::debug!(inode, error = %e, "attached-socket record not updated");
+        }
+    }
+
+    /// Whether a (previous) run of dnsbgpd attached this filter to `inode`.
+    pub fn was_attached(&self, inode: u64) -> bool {
+        self.maps().attached.get(&inode, 0).is_ok()
     }
 
     /// Runs `f` with the descriptor of the socket-filter program (for

@@ -209,14 +209,25 @@ impl Enforcer for MemoryEnforcer {
 /// attaching it (tasks on `tracker`, stopped by `shutdown`). An error means
 /// blocking is down: the caller reports it in status and metrics and keeps
 /// routing.
+///
+/// The first scan of the resolver runs here, so that the status is right
+/// from the start; a resolver that is not there yet is an error in the
+/// status (blocking down until it appears), not a failure of `start`.
 pub fn start(
     settings: &super::attach_config::AttachSettings,
     max_entries: u32,
     tracker: &tokio_util::task::TaskTracker,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<std::sync::Arc<dyn Enforcer>, EnforceError> {
-    let _ = (settings, max_entries, tracker, shutdown);
-    Err(EnforceError::Unavailable("this build has no eBPF filter yet".into()))
+    use super::attach_config::AttachMode;
+    let filter = std::sync::Arc::new(super::filter::Filter::open(max_entries, settings.pin_path.as_deref())?);
+    // The cgroup program passes everything until it knows the port; the
+    // socket program ignores it.
+    filter.set_port(if settings.mode == AttachMode::Cgroup { settings.port } else { 0 })?;
+    let mut attacher = super::attach::Attacher::new(filter.clone(), settings.clone());
+    attacher.scan();
+    tracker.spawn(attacher.run(shutdown));
+    Ok(filter)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! until when, the enforcer makes the kernel agree and reports what the
 //! kernel counted.
 
+pub mod attach;
 pub mod attach_config;
 pub mod blocks;
 pub mod config;
