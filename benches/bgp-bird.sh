@@ -27,8 +27,10 @@ BATCH=${BATCH:-50ms}
 TIMEOUT=${TIMEOUT:-120}
 
 cd "$(dirname "$0")/.."
-nice -n 5 cargo build --release --bin dnsbgpd --example bgp-bench >&2
-BIN=$PWD/target/release
+if [ -z "${BIN:-}" ]; then
+    nice -n 5 cargo build --release --bin dnsbgpd --example bgp-bench >&2
+fi
+BIN=${BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release}
 command -v bird >/dev/null && command -v birdc >/dev/null || { echo "bird2 is needed (apt-get install bird2)" >&2; exit 1; }
 
 TMP=$(mktemp -d /tmp/bgp-bird.XXXXXX)

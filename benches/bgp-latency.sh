@@ -7,6 +7,7 @@
 # on exit and the temp dir removed.
 #
 #   benches/bgp-latency.sh                          # 10 000/s for 10 s; 50ms, 5ms, 1ms
+#   BATCHES=default benches/bgp-latency.sh          # no batch_interval in the config
 #   RATE=10000 SECONDS_=10 BATCHES="5ms" RUNS=3 PREFILL=1000000 benches/bgp-latency.sh
 #
 # PREFILL routes are put in the table first (and sent to the neighbor before
@@ -20,8 +21,11 @@ RUNS=${RUNS:-1}
 PREFILL=${PREFILL:-0}
 
 cd "$(dirname "$0")/.."
-nice -n 5 cargo build --release --bin dnsbgpd --example bgp-bench >&2
-BIN=$PWD/target/release
+# BIN= runs binaries built elsewhere (no build here).
+if [ -z "${BIN:-}" ]; then
+    nice -n 5 cargo build --release --bin dnsbgpd --example bgp-bench >&2
+fi
+BIN=${BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release}
 
 TMP=$(mktemp -d /tmp/bgp-latency.XXXXXX)
 DAEMON_PID=""
@@ -64,7 +68,7 @@ file = "$dir/list.txt"
 [bgp]
 local_as = 65010
 router_id = "192.0.2.10"
-batch_interval = "$batch"
+$([ "$batch" = default ] || echo "batch_interval = \"$batch\"")
 [[bgp.neighbor]]
 name = "bench"
 address = "127.0.0.1"

@@ -28,7 +28,7 @@ shift $(($# < 4 ? $# : 4))
 EXTRA=("$@")
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=${BIN:-$ROOT/target/release}
+BIN=${BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
 DIR=$(mktemp -d /tmp/dnsbgpd-load.XXXXXX)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 TICK=$(getconf CLK_TCK)

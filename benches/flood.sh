@@ -14,7 +14,7 @@ set -euo pipefail
 ANSWERS=${1:-1000000}
 SUFFIXES=${2:-1}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=${BIN:-$ROOT/target/release}
+BIN=${BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
 DAEMON=${DAEMON:-$BIN/dnsbgpd}
 DIR=$(mktemp -d /tmp/dnsbgpd-flood.XXXXXX)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

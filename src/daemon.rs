@@ -124,10 +124,20 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     // lose that much of a route's remaining life, never the route.
     let granularity = (r.min_ttl / 16).clamp(Duration::from_secs(1), Duration::from_secs(600));
     let store_sub = table.subscribe(false, Some(granularity));
-    let loader = store.clone();
-    let (stored, bad, store_time) =
-        tokio::task::spawn_blocking(move || loader.load().and_then(|(s, b)| Ok((s, b, loader.time()?)))).await??;
-    let stored_count = stored.len();
+    // Loaded in chunks straight into the table: a million stored routes
+    // never sit in memory twice.
+    let (loader, into) = (store.clone(), table.clone());
+    let (stored_count, bad, store_time, dropped_expired) = tokio::task::spawn_blocking(move || {
+        let store_time = loader.time()?;
+        let (mut count, mut dropped) = (0, Vec::new());
+        let bad = loader.load_chunks(4096, &mut |chunk| {
+            count += chunk.len();
+            dropped.extend(into.load_at(chunk, store_time));
+        })?;
+        Ok::<_, store::StoreError>((count, bad, store_time, dropped))
+    })
+    .await??;
+    store::release_free_memory();
     let now = table.clock().now();
     if let Some(t) = store_time
         && now.saturating_sub(t) > crate::clock::millis(r.max_ttl)
@@ -139,7 +149,6 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
              stored routes keep the life they had left then"
         );
     }
-    let dropped_expired = table.load_at(stored, store_time);
     if !dropped_expired.is_empty() {
         let events: Vec<RouteEvent> = dropped_expired.iter().map(|a| RouteEvent::Removed(*a)).collect();
         let s = store.clone();

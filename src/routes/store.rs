@@ -27,6 +27,7 @@ use super::table::Subscription;
 use super::{Attribution, Route, RouteEvent};
 use crate::clock::UnixMillis;
 use crate::metrics::Metrics;
+use crate::routes::Source;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -51,6 +52,18 @@ pub trait RouteStore: Send + Sync + 'static {
     /// Every stored route; records that cannot be decoded are skipped and
     /// counted in the second value.
     fn load(&self) -> Result<(Vec<Route>, usize), StoreError>;
+    /// Every stored route, handed to `each` in chunks of at most `chunk`
+    /// routes, so that a large store never sits in memory twice (as
+    /// records and as table entries) while loading. Returns how many
+    /// records could not be decoded.
+    fn load_chunks(&self, chunk: usize, each: &mut dyn FnMut(Vec<Route>)) -> Result<usize, StoreError> {
+        let (routes, bad) = self.load()?;
+        let mut routes = routes.into_iter().peekable();
+        while routes.peek().is_some() {
+            each(routes.by_ref().take(chunk.max(1)).collect());
+        }
+        Ok(bad)
+    }
     /// Writes the current state of the given routes (one batch).
     fn write(&self, events: &[RouteEvent]) -> Result<(), StoreError>;
     /// Makes everything written so far durable.
@@ -62,11 +75,80 @@ pub trait RouteStore: Send + Sync + 'static {
     fn time(&self) -> Result<Option<UnixMillis>, StoreError>;
 }
 
-/// The record stored per address.
+/// The record stored per address, as older versions wrote it (JSON, still
+/// read).
 #[derive(Serialize, Deserialize)]
 struct Record {
     v: u8,
     attributions: SmallVec<[Attribution; 1]>,
+}
+
+/// Version byte of the binary record. JSON records start with `{`.
+const RECORD_V2: u8 = 2;
+
+/// The binary record (version 2), about 40 bytes for one name instead of
+/// ~110 in JSON: version, names seen (u32), attribution count (u16), then
+/// per attribution expires (u64), list, domain and source (each a length
+/// byte and UTF-8; an empty source is `dns`). Big-endian.
+fn encode_record(route: &Route, out: &mut Vec<u8>) {
+    out.clear();
+    out.push(RECORD_V2);
+    out.extend_from_slice(&route.names_total.to_be_bytes());
+    let n = route.attributions.len().min(usize::from(u16::MAX));
+    out.extend_from_slice(&(n as u16).to_be_bytes());
+    for a in &route.attributions[..n] {
+        out.extend_from_slice(&a.expires.to_be_bytes());
+        let source = match &a.source {
+            Source::Dns => "",
+            Source::Peer(p) => p,
+        };
+        for text in [&*a.list, &*a.domain, source] {
+            // Lists, domains and instance ids are under 256 bytes (config,
+            // DNS and sync rules); cut at a character boundary if not.
+            let mut end = text.len().min(255);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.push(end as u8);
+            out.extend_from_slice(&text.as_bytes()[..end]);
+        }
+    }
+}
+
+fn decode_record(addr: IpAddr, mut b: &[u8]) -> Option<Route> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (b.get(..n)?, b.get(n..)?);
+        *b = rest;
+        Some(head)
+    }
+    fn text<'a>(b: &mut &'a [u8]) -> Option<&'a str> {
+        let n = *take(b, 1)?.first()? as usize;
+        std::str::from_utf8(take(b, n)?).ok()
+    }
+    if b.first() == Some(&b'{') {
+        let rec = serde_json::from_slice::<Record>(b).ok()?;
+        return (rec.v == 1).then(|| Route::new(addr, rec.attributions));
+    }
+    if take(&mut b, 1)? != [RECORD_V2] {
+        return None;
+    }
+    let names_total = u32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?);
+    let n = u16::from_be_bytes(take(&mut b, 2)?.try_into().ok()?) as usize;
+    let mut attributions = SmallVec::with_capacity(n.min(64));
+    for _ in 0..n {
+        let expires = u64::from_be_bytes(take(&mut b, 8)?.try_into().ok()?);
+        let list = Arc::from(text(&mut b)?);
+        let domain = Arc::from(text(&mut b)?);
+        let source = match text(&mut b)? {
+            "" => Source::Dns,
+            p => Source::Peer(Arc::from(p)),
+        };
+        attributions.push(Attribution { domain, list, expires, source });
+    }
+    if !b.is_empty() {
+        return None;
+    }
+    Some(Route { addr, attributions, names_total: names_total.max(n as u32) })
 }
 
 fn key(addr: IpAddr) -> Vec<u8> {
@@ -84,11 +166,36 @@ fn addr_of(key: &[u8]) -> Option<IpAddr> {
     }
 }
 
-pub struct SledStore {
-    path: PathBuf,
+/// The routes' own sled database (`STORE/routes`). It is apart from the
+/// database peer sync and the blocking engine share (`STORE/db`) so that
+/// it can be reopened alone: after one failed I/O (a full disk) sled 0.34
+/// refuses every later operation until the database is opened again.
+struct RoutesDb {
     db: sled::Db,
     routes: sled::Tree,
     meta: sled::Tree,
+}
+
+fn open_routes(dir: &Path, cache: usize) -> Result<RoutesDb, sled::Error> {
+    let db = sled::Config::new()
+        .path(dir.join("routes"))
+        .cache_capacity(cache as u64)
+        // We flush on our own schedule; sled's background flusher
+        // would add fsyncs we did not ask for.
+        .flush_every_ms(None)
+        .open()?;
+    let routes = db.open_tree("routes")?;
+    let meta = db.open_tree("store_meta")?;
+    Ok(RoutesDb { db, routes, meta })
+}
+
+pub struct SledStore {
+    path: PathBuf,
+    cache: usize,
+    /// Shared with peer sync and the blocking engine.
+    shared: sled::Db,
+    /// `None` after an I/O error: reopened by the next operation.
+    routes: std::sync::Mutex<Option<RoutesDb>>,
     _lock: File,
 }
 
@@ -120,80 +227,156 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
 }
 
 impl SledStore {
-    /// Opens (creating) the store in `dir`; `cache` bounds sled's page cache.
+    /// Opens (creating) the store in `dir`; `cache` bounds the page cache
+    /// of each of its two sled databases. A store written by an older
+    /// version (routes inside `db/`) is moved to `routes/` once.
     pub fn open(dir: &Path, cache: usize) -> Result<SledStore, StoreError> {
         let lock = lock_dir(dir)?;
         let db_err = |source| StoreError::Db { path: dir.to_path_buf(), source };
-        let db = sled::Config::new()
+        let shared = sled::Config::new()
             .path(dir.join("db"))
             .cache_capacity(cache as u64)
-            // We flush on our own schedule; sled's background flusher
-            // would add fsyncs we did not ask for.
             .flush_every_ms(None)
             .open()
             .map_err(db_err)?;
-        let routes = db.open_tree("routes").map_err(db_err)?;
-        let meta = db.open_tree("store_meta").map_err(db_err)?;
-        Ok(SledStore { path: dir.to_path_buf(), db, routes, meta, _lock: lock })
+        let fresh = !dir.join("routes").exists();
+        let routes = open_routes(dir, cache).map_err(db_err)?;
+        if fresh {
+            migrate(&shared, &routes).map_err(db_err)?;
+        }
+        Ok(SledStore {
+            path: dir.to_path_buf(),
+            cache,
+            shared,
+            routes: std::sync::Mutex::new(Some(routes)),
+            _lock: lock,
+        })
     }
 
     fn db_err(&self, source: sled::Error) -> StoreError {
         StoreError::Db { path: self.path.clone(), source }
     }
 
-    /// The underlying database (sync keeps its own trees here).
+    /// The database peer sync and the blocking engine keep their trees in.
     pub fn db(&self) -> &sled::Db {
-        &self.db
+        &self.shared
     }
+
+    /// Runs `f` on the routes' database, reopening it first if an earlier
+    /// operation failed with an I/O error (which sled 0.34 makes sticky).
+    fn with<T>(&self, f: impl FnOnce(&RoutesDb) -> Result<T, sled::Error>) -> Result<T, StoreError> {
+        let mut guard = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let db = match guard.take() {
+            Some(db) => db,
+            None => {
+                let db = open_routes(&self.path, self.cache).map_err(|e| self.db_err(e))?;
+                tracing::info!(store = %self.path.display(), "route store reopened after an I/O error");
+                db
+            }
+        };
+        let result = f(&db);
+        // After an I/O error the handle is dropped (closing its files) and
+        // the next operation opens the database again; writes not flushed
+        // before the error are written again by the caller.
+        if !matches!(result, Err(sled::Error::Io(_))) {
+            *guard = Some(db);
+        }
+        result.map_err(|e| self.db_err(e))
+    }
+}
+
+/// Moves routes a store of an older version kept in the shared database.
+fn migrate(shared: &sled::Db, to: &RoutesDb) -> Result<(), sled::Error> {
+    let old = shared.open_tree("routes")?;
+    if old.is_empty() {
+        shared.drop_tree("routes")?;
+        return Ok(());
+    }
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for item in old.iter() {
+        let (k, v) = item?;
+        batch.insert(k, v);
+        n += 1;
+        if n % SLED_BATCH == 0 {
+            to.routes.apply_batch(std::mem::take(&mut batch))?;
+        }
+    }
+    to.routes.apply_batch(batch)?;
+    let old_meta = shared.open_tree("store_meta")?;
+    if let Some(t) = old_meta.get("time")? {
+        to.meta.insert("time", t)?;
+    }
+    to.db.flush()?;
+    shared.drop_tree("routes")?;
+    shared.drop_tree("store_meta")?;
+    shared.flush()?;
+    tracing::info!(routes = n, "route store moved to its own database");
+    Ok(())
 }
 
 impl RouteStore for SledStore {
     fn load(&self) -> Result<(Vec<Route>, usize), StoreError> {
-        let mut routes = Vec::with_capacity(self.routes.len());
-        let mut bad = 0;
-        for item in self.routes.iter() {
-            let (k, v) = item.map_err(|e| self.db_err(e))?;
-            let decoded = addr_of(&k).zip(serde_json::from_slice::<Record>(&v).ok());
-            match decoded {
-                Some((addr, rec)) if rec.v == 1 => routes.push(Route::new(addr, rec.attributions)),
-                _ => {
-                    bad += 1;
-                    warn!(store = %self.path.display(), key = ?&k[..], "skipping a stored route that cannot be decoded");
-                }
-            }
-        }
+        let mut routes = Vec::new();
+        let bad = self.load_chunks(4096, &mut |chunk| routes.extend(chunk))?;
         Ok((routes, bad))
     }
 
-    fn write(&self, events: &[RouteEvent]) -> Result<(), StoreError> {
-        for part in events.chunks(SLED_BATCH) {
-            let mut batch = sled::Batch::default();
-            for e in part {
-                match e {
-                    RouteEvent::Added(r) => {
-                        let rec = Record { v: 1, attributions: r.attributions.clone() };
-                        // Serialising plain strings and integers cannot fail.
-                        let value = serde_json::to_vec(&rec).unwrap_or_default();
-                        batch.insert(key(r.addr), value);
+    fn load_chunks(&self, chunk: usize, each: &mut dyn FnMut(Vec<Route>)) -> Result<usize, StoreError> {
+        let chunk = chunk.max(1);
+        self.with(|db| {
+            let mut routes = Vec::with_capacity(chunk);
+            let mut bad = 0;
+            for item in db.routes.iter() {
+                let (k, v) = item?;
+                match addr_of(&k).and_then(|addr| decode_record(addr, &v)) {
+                    Some(route) => routes.push(route),
+                    None => {
+                        bad += 1;
+                        warn!(store = %self.path.display(), key = ?&k[..], "skipping a stored route that cannot be decoded");
                     }
-                    RouteEvent::Removed(addr) => batch.remove(key(*addr)),
+                }
+                if routes.len() == chunk {
+                    each(std::mem::replace(&mut routes, Vec::with_capacity(chunk)));
                 }
             }
-            self.routes.apply_batch(batch).map_err(|e| self.db_err(e))?;
-        }
-        Ok(())
+            if !routes.is_empty() {
+                each(routes);
+            }
+            Ok(bad)
+        })
+    }
+
+    fn write(&self, events: &[RouteEvent]) -> Result<(), StoreError> {
+        self.with(|db| {
+            let mut value = Vec::with_capacity(64);
+            for part in events.chunks(SLED_BATCH) {
+                let mut batch = sled::Batch::default();
+                for e in part {
+                    match e {
+                        RouteEvent::Added(r) => {
+                            encode_record(r, &mut value);
+                            batch.insert(key(r.addr), value.as_slice());
+                        }
+                        RouteEvent::Removed(addr) => batch.remove(key(*addr)),
+                    }
+                }
+                db.routes.apply_batch(batch)?;
+            }
+            Ok(())
+        })
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(|e| self.db_err(e))
+        self.with(|db| db.db.flush().map(|_| ()))
     }
 
     fn set_time(&self, now: UnixMillis) -> Result<(), StoreError> {
-        self.meta.insert("time", &now.to_be_bytes()).map(|_| ()).map_err(|e| self.db_err(e))
+        self.with(|db| db.meta.insert("time", &now.to_be_bytes()).map(|_| ()))
     }
 
     fn time(&self) -> Result<Option<UnixMillis>, StoreError> {
-        let v = self.meta.get("time").map_err(|e| self.db_err(e))?;
+        let v = self.with(|db| db.meta.get("time"))?;
         Ok(v.and_then(|v| <[u8; 8]>::try_from(&v[..]).ok()).map(u64::from_be_bytes))
     }
 }
@@ -266,19 +449,29 @@ pub async fn run_writer(
 ) {
     let mut wait = interval;
     let mut backoff = RETRY_MIN;
+    let mut trimmed_at = metrics.store_writes.get();
     loop {
         let last = tokio::select! {
             _ = shutdown.cancelled() => true,
             _ = tokio::time::sleep(wait) => false,
         };
-        match write_pending(&store, &sub, &metrics, clock.now()).await {
+        let started = tokio::time::Instant::now();
+        match write_pending(&store, &sub, &metrics, clock.now(), interval).await {
             Ok(()) => {
                 if status.is_degraded() {
                     tracing::info!("route store writes work again; everything pending is written");
                 }
                 status.set(None, sub.pending());
                 cycles.send_modify(|c| *c += 1);
-                wait = interval;
+                if metrics.store_writes.get() >= trimmed_at + TRIM_AFTER {
+                    // A burst was written: hand the freed heap (sled's
+                    // write buffers, drained batches) back to the system.
+                    trimmed_at = metrics.store_writes.get();
+                    release_free_memory();
+                }
+                // Cycles start every `interval`: a long cycle (a burst)
+                // is followed at once by the next, not by a full pause.
+                wait = interval.saturating_sub(started.elapsed());
                 backoff = RETRY_MIN;
             }
             Err(e) => {
@@ -293,20 +486,28 @@ pub async fn run_writer(
     }
 }
 
-/// Writes every pending change and flushes once, recording `now` as the
-/// store's time. On failure the changes of this cycle are pending again
-/// and the error is returned (logged and counted here).
+/// Writes the changes pending when it starts and flushes, recording `now`
+/// as the store's time. A cycle that writes for longer than
+/// `flush_every` (a burst of new routes) flushes along the way, so what
+/// it wrote first is durable without waiting for the rest. On failure the
+/// changes of this cycle not yet flushed are pending again and the error
+/// is returned (logged and counted here).
 pub async fn write_pending(
     store: &Arc<dyn RouteStore>,
     sub: &Subscription,
     metrics: &Arc<Metrics>,
     now: crate::clock::UnixMillis,
+    flush_every: Duration,
 ) -> Result<(), String> {
-    if sub.pending() == 0 {
+    // Changes arriving during the cycle wait for the next one, so that a
+    // cycle ends (and sync cursors may advance) under sustained load.
+    let mut budget = sub.pending();
+    if budget == 0 {
         return Ok(());
     }
     let started = Instant::now();
-    // Written this cycle, durable only once the flush works.
+    let mut flushed_at = started;
+    // Written since the last flush: durable only once a flush works.
     let mut written: Vec<IpAddr> = Vec::new();
     let fail = |what: &str, e: String, written: &[IpAddr], rest: &[IpAddr]| {
         metrics.store_errors.inc();
@@ -314,12 +515,13 @@ pub async fn write_pending(
         error!(error = %e, pending = sub.pending(), "route store {what} failed; keeping the changes and retrying");
         Err(format!("{what}: {e}"))
     };
-    loop {
-        let events = sub.drain(WRITE_BATCH);
+    while budget > 0 {
+        let events = sub.drain(WRITE_BATCH.min(budget));
         if events.is_empty() {
             break;
         }
         let n = events.len();
+        budget = budget.saturating_sub(n);
         let addrs: Vec<IpAddr> = events.iter().map(event_addr).collect();
         let s = store.clone();
         let result = tokio::task::spawn_blocking(move || s.write(&events)).await;
@@ -331,8 +533,17 @@ pub async fn write_pending(
             Ok(Err(e)) => return fail("write", e.to_string(), &written, &addrs),
             Err(e) => return fail("write", e.to_string(), &written, &addrs),
         }
-        if n < WRITE_BATCH {
-            break;
+        if budget > 0 && flushed_at.elapsed() >= flush_every {
+            let s = store.clone();
+            match tokio::task::spawn_blocking(move || s.flush()).await {
+                Ok(Ok(())) => {
+                    metrics.store_flushes.inc();
+                    written.clear();
+                    flushed_at = Instant::now();
+                }
+                Ok(Err(e)) => return fail("flush", e.to_string(), &written, &[]),
+                Err(e) => return fail("flush", e.to_string(), &written, &[]),
+            }
         }
     }
     let s = store.clone();
@@ -347,6 +558,19 @@ pub async fn write_pending(
     }
 }
 
+/// Records written between two [`release_free_memory`] calls of the writer.
+const TRIM_AFTER: u64 = 50_000;
+
+/// Returns freed heap memory to the system (glibc keeps it otherwise: a
+/// 1 M-route load or fill leaves ~100 MiB of freed buffers in the RSS).
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn event_addr(e: &RouteEvent) -> IpAddr {
     match e {
         RouteEvent::Added(r) => r.addr,
@@ -357,7 +581,6 @@ fn event_addr(e: &RouteEvent) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::Source;
 
     fn route(addr: &str, expires: u64) -> Route {
         Route {
@@ -408,6 +631,61 @@ mod tests {
     }
 
     #[test]
+    fn binary_records_round_trip_and_json_ones_still_load() {
+        let mut r = route("2001:db8::5", 7);
+        r.attributions.push(Attribution {
+            domain: Arc::from("b.listed.test"),
+            list: Arc::from("cdn"),
+            expires: u64::MAX - 1,
+            source: Source::Peer(Arc::from("peer-a1b2")),
+        });
+        r.names_total = 40;
+        let mut bytes = Vec::new();
+        encode_record(&r, &mut bytes);
+        assert!(bytes.len() < 80, "{} bytes", bytes.len());
+        assert_eq!(decode_record(r.addr, &bytes), Some(r.clone()));
+        // Every truncation and any trailing byte is rejected, never a panic.
+        for cut in 0..bytes.len() {
+            assert_eq!(decode_record(r.addr, &bytes[..cut]), None, "cut at {cut}");
+        }
+        bytes.push(0);
+        assert_eq!(decode_record(r.addr, &bytes), None);
+        // What earlier versions wrote.
+        let json = br#"{"v":1,"attributions":[{"domain":"www.listed.test","list":"vpn","expires":10,"source":"dns"}]}"#;
+        assert_eq!(decode_record("198.51.100.1".parse().unwrap(), json), Some(route("198.51.100.1", 10)));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn record_decode_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..120)) {
+            let _ = decode_record("198.51.100.1".parse().unwrap(), &bytes);
+        }
+    }
+
+    #[test]
+    fn a_store_of_the_old_layout_is_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // What earlier versions wrote: JSON records in `db/`.
+            let db = sled::Config::new().path(dir.path().join("db")).open().unwrap();
+            let routes = db.open_tree("routes").unwrap();
+            let json =
+                br#"{"v":1,"attributions":[{"domain":"www.listed.test","list":"vpn","expires":10,"source":"dns"}]}"#;
+            routes.insert([198u8, 51, 100, 1], json.to_vec()).unwrap();
+            db.open_tree("store_meta").unwrap().insert("time", &7u64.to_be_bytes()).unwrap();
+            db.open_tree("blocking_blocks").unwrap().insert("k", "v").unwrap();
+            db.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let (routes, bad) = s.load().unwrap();
+        assert_eq!((routes, bad), (vec![route("198.51.100.1", 10)], 0));
+        assert_eq!(s.time().unwrap(), Some(7));
+        // Other users' trees stay where they were; the old routes are gone there.
+        assert!(s.db().open_tree("blocking_blocks").unwrap().get("k").unwrap().is_some());
+        assert!(!s.db().tree_names().iter().any(|n| &n[..] == b"routes"));
+    }
+
+    #[test]
     fn second_opener_fails_fast() {
         let dir = tempfile::tempdir().unwrap();
         let _s = SledStore::open(dir.path(), 1 << 20).unwrap();
@@ -424,8 +702,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path(), 1 << 20).unwrap();
         s.write(&[RouteEvent::Added(route("198.51.100.1", 10))]).unwrap();
-        s.routes.insert(b"xyz", b"not json".to_vec()).unwrap();
-        s.routes.insert([1u8, 2, 3, 4], b"{}".to_vec()).unwrap();
+        s.with(|db| db.routes.insert(b"xyz", b"not json".to_vec())).unwrap();
+        s.with(|db| db.routes.insert([1u8, 2, 3, 4], b"{}".to_vec())).unwrap();
         let (routes, bad) = s.load().unwrap();
         assert_eq!(routes.len(), 1);
         assert_eq!(bad, 2);

@@ -55,6 +55,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -80,6 +81,8 @@ pub const DEFAULT_MAX_NAMES_PER_ROUTE: usize = 16;
 pub const DEFAULT_MAX_ROUTES: usize = 2_000_000;
 /// Most distinct list names the table tracks (list membership is a 64-bit mask).
 const MAX_LIST_IDS: usize = 64;
+/// A drained subscriber set with more room than this is given back.
+const SHRINK_ABOVE: usize = 1 << 14;
 /// Refusals are logged at most this often.
 const REFUSAL_LOG_EVERY: UnixMillis = 60_000;
 
@@ -204,15 +207,22 @@ struct Refusals {
     logged: [AtomicU64; 5],
 }
 
+/// An attribution as the table holds it (32 bytes): the list and the
+/// source are small interned numbers, the domain is shared with every
+/// other route the same answer named.
 #[derive(Clone)]
 struct Held {
-    a: Attribution,
+    domain: Arc<str>,
+    expires: UnixMillis,
+    /// The interned source number (`State::sources`; 0 is `Source::Dns`).
+    source: u32,
     /// The interned list number (a bit of `Entry::lists`).
     list: u8,
 }
 
+/// One slot (80 bytes; a route with one name lives in it without a heap
+/// allocation of its own).
 struct Entry {
-    addr: IpAddr,
     /// Empty: a free slot.
     held: SmallVec<[Held; 1]>,
     /// The time of this route's live heap entry.
@@ -221,6 +231,7 @@ struct Entry {
     lists: u64,
     /// Names seen for this route (kept or not).
     names_total: u32,
+    addr: IpAddr,
 }
 
 impl Entry {
@@ -228,16 +239,40 @@ impl Entry {
         self.held.is_empty()
     }
 
-    fn route(&self) -> Route {
-        Route {
-            addr: self.addr,
-            attributions: self.held.iter().map(|h| h.a.clone()).collect(),
-            names_total: self.names_total,
+    fn mask(&self) -> u64 {
+        self.held.iter().fold(0, |m, h| m | 1 << h.list)
+    }
+}
+
+fn hash_addr(addr: &IpAddr) -> u64 {
+    rustc_hash::FxBuildHasher.hash_one(addr)
+}
+
+/// Address → slot, as a hash table of slot numbers (4 bytes a bucket; the
+/// address is read from the slot).
+#[derive(Default)]
+struct Index(hashbrown::HashTable<u32>);
+
+impl Index {
+    fn get(&self, slots: &[Entry], addr: &IpAddr) -> Option<usize> {
+        self.0.find(hash_addr(addr), |&s| slots[s as usize].addr == *addr).map(|&s| s as usize)
+    }
+
+    /// Indexes `slot` under the address it holds (which must not be indexed yet).
+    fn insert(&mut self, slots: &[Entry], slot: u32) {
+        let addr = slots[slot as usize].addr;
+        self.0.insert_unique(hash_addr(&addr), slot, |&s| hash_addr(&slots[s as usize].addr));
+    }
+
+    fn remove(&mut self, slots: &[Entry], addr: &IpAddr) -> Option<usize> {
+        match self.0.find_entry(hash_addr(addr), |&s| slots[s as usize].addr == *addr) {
+            Ok(e) => Some(e.remove().0 as usize),
+            Err(_) => None,
         }
     }
 
-    fn mask(&self) -> u64 {
-        self.held.iter().fold(0, |m, h| m | 1 << h.list)
+    fn len(&self) -> usize {
+        self.0.len()
     }
 }
 
@@ -253,12 +288,12 @@ struct Subscriber {
     dump_end: usize,
 }
 
-#[derive(Default)]
 struct State {
-    index: FxHashMap<IpAddr, u32>,
+    index: Index,
     slots: Vec<Entry>,
     free: Vec<u32>,
-    heap: BinaryHeap<Reverse<(UnixMillis, IpAddr)>>,
+    /// (due time, slot): 16 bytes a route.
+    heap: BinaryHeap<Reverse<(UnixMillis, u32)>>,
     subscribers: Vec<Subscriber>,
     next_subscriber: u64,
     /// Interned list names: bit number → name, route count, cap.
@@ -266,9 +301,70 @@ struct State {
     list_ids: FxHashMap<Arc<str>, u8>,
     list_counts: Vec<usize>,
     list_caps: Vec<usize>,
+    /// Interned sources: number → source (0 is `Source::Dns`). Peers are
+    /// few and their numbers are never reused.
+    sources: Vec<Source>,
+    source_ids: FxHashMap<Source, u32>,
 }
 
 impl State {
+    fn new() -> State {
+        State {
+            index: Index::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            heap: BinaryHeap::new(),
+            subscribers: Vec::new(),
+            next_subscriber: 0,
+            list_names: Vec::new(),
+            list_ids: FxHashMap::default(),
+            list_counts: Vec::new(),
+            list_caps: Vec::new(),
+            sources: vec![Source::Dns],
+            source_ids: FxHashMap::default(),
+        }
+    }
+
+    fn find_source(&self, source: &Source) -> Option<u32> {
+        match source {
+            Source::Dns => Some(0),
+            Source::Peer(_) => self.source_ids.get(source).copied(),
+        }
+    }
+
+    fn source_id(&mut self, source: &Source) -> u32 {
+        if let Some(id) = self.find_source(source) {
+            return id;
+        }
+        let id = self.sources.len() as u32;
+        self.sources.push(source.clone());
+        self.source_ids.insert(source.clone(), id);
+        id
+    }
+
+    fn attribution(&self, h: &Held) -> Attribution {
+        Attribution {
+            domain: h.domain.clone(),
+            list: self.list_names[h.list as usize].clone(),
+            expires: h.expires,
+            source: self.sources[h.source as usize].clone(),
+        }
+    }
+
+    /// The route in an occupied slot.
+    fn route(&self, slot: usize) -> Route {
+        let e = &self.slots[slot];
+        Route {
+            addr: e.addr,
+            attributions: e.held.iter().map(|h| self.attribution(h)).collect(),
+            names_total: e.names_total,
+        }
+    }
+
+    fn slot_of(&self, addr: &IpAddr) -> Option<usize> {
+        self.index.get(&self.slots, addr)
+    }
+
     fn mark(&mut self, addr: IpAddr) {
         for s in &mut self.subscribers {
             if s.dirty.insert(addr) {
@@ -288,8 +384,8 @@ impl State {
         }
     }
 
-    fn schedule(&mut self, addr: IpAddr, at: UnixMillis) {
-        self.heap.push(Reverse((at, addr)));
+    fn schedule(&mut self, slot: usize, at: UnixMillis) {
+        self.heap.push(Reverse((at, slot as u32)));
     }
 
     fn len(&self) -> usize {
@@ -353,25 +449,20 @@ impl State {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.index.insert(addr, slot);
+        self.index.insert(&self.slots, slot);
         self.count_lists(0, mask);
-        self.schedule(addr, scheduled);
+        self.schedule(slot as usize, scheduled);
     }
 
     fn remove(&mut self, addr: IpAddr) {
-        if let Some(slot) = self.index.remove(&addr) {
-            let e = &mut self.slots[slot as usize];
+        if let Some(slot) = self.index.remove(&self.slots, &addr) {
+            let e = &mut self.slots[slot];
             let mask = e.lists;
             e.held = SmallVec::new();
             e.lists = 0;
-            self.free.push(slot);
+            self.free.push(slot as u32);
             self.count_lists(mask, 0);
         }
-    }
-
-    fn entry_mut(&mut self, addr: &IpAddr) -> Option<&mut Entry> {
-        let slot = *self.index.get(addr)?;
-        self.slots.get_mut(slot as usize)
     }
 
     /// After a change of `slot`'s attributions: its mask, the per-list
@@ -383,7 +474,7 @@ impl State {
         let (addr, gone) = (e.addr, e.held.is_empty());
         self.count_lists(old, new);
         if gone {
-            self.index.remove(&addr);
+            self.index.remove(&self.slots, &addr);
             self.free.push(slot as u32);
         }
         gone
@@ -403,7 +494,7 @@ pub struct RouteTable {
 impl RouteTable {
     pub fn new(clock: Clock, min_ttl: Duration, max_ttl: Duration) -> RouteTable {
         RouteTable {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State::new()),
             clock,
             min_ttl: millis(min_ttl),
             max_ttl: millis(max_ttl),
@@ -510,9 +601,9 @@ impl RouteTable {
         let Some(list_id) = st.list_id(list, &self.limits.list_max_routes) else {
             return self.refuse(Refusal::ListMaxRoutes, addr);
         };
-        let held =
-            Held { a: Attribution { domain: domain.clone(), list: list.clone(), expires, source }, list: list_id };
-        let Some(&slot) = st.index.get(&addr) else {
+        let source = st.source_id(&source);
+        let held = Held { domain: domain.clone(), expires, source, list: list_id };
+        let Some(slot) = st.slot_of(&addr) else {
             if st.len() >= self.limits.max_routes {
                 return self.refuse(Refusal::MaxRoutes, addr);
             }
@@ -523,18 +614,17 @@ impl RouteTable {
             st.mark(addr);
             return Update::Added;
         };
-        let slot = slot as usize;
         let entry = &mut st.slots[slot];
-        let same = |h: &Held| h.list == list_id && h.a.domain == *domain && h.a.source == held.a.source;
+        let same = |h: &Held| h.list == list_id && h.source == source && h.domain == *domain;
         if let Some(h) = entry.held.iter_mut().find(|h| same(h)) {
-            if expires <= h.a.expires {
+            if expires <= h.expires {
                 return Update::Unchanged;
             }
             // Granularity is judged per attribution: a refresh of
             // one source must reach subscribers even while another
             // source's longer attribution dominates the route.
-            let old = h.a.expires;
-            h.a.expires = expires;
+            let old = h.expires;
+            h.expires = expires;
             st.mark_refresh(addr, old, expires);
             return Update::Refreshed;
         }
@@ -552,7 +642,7 @@ impl RouteTable {
                 .held
                 .iter()
                 .enumerate()
-                .map(|(i, h)| (i, h.a.expires))
+                .map(|(i, h)| (i, h.expires))
                 .min_by_key(|(_, e)| *e)
                 .unwrap_or((0, UnixMillis::MAX));
             if expires <= at {
@@ -570,7 +660,7 @@ impl RouteTable {
         }
         st.settle(slot);
         if reschedule {
-            st.schedule(addr, expires);
+            st.schedule(slot, expires);
         }
         st.mark(addr);
         Update::Changed
@@ -610,22 +700,24 @@ impl RouteTable {
         wanted.truncate(max_names);
         let mut guard = self.lock();
         let st = &mut *guard;
-        let slot = st.index.get(&addr).map(|s| *s as usize);
+        let src = st.source_id(source);
+        let slot = st.slot_of(&addr);
         let before: SmallVec<[Held; 1]> = slot.map(|s| st.slots[s].held.clone()).unwrap_or_default();
         let old_mask = slot.map_or(0, |s| st.slots[s].lists);
-        let mut after: SmallVec<[Held; 1]> = before.iter().filter(|h| h.a.source != *source).cloned().collect();
+        let mut after: SmallVec<[Held; 1]> = before.iter().filter(|h| h.source != src).cloned().collect();
         let mut refreshed: SmallVec<[(UnixMillis, UnixMillis); 1]> = SmallVec::new();
         let mut membership_changed = false;
         let mut new_names = 0u32;
         let mut full_list = None;
         for (domain, list, expires) in wanted {
-            let old = before.iter().find(|h| h.a.source == *source && h.a.domain == *domain && h.a.list == *list);
+            let lid = st.list_ids.get(list).copied();
+            let old = lid.and_then(|id| before.iter().find(|h| h.source == src && h.list == id && h.domain == *domain));
             match old {
-                Some(o) if o.a.expires >= expires => after.push(o.clone()),
+                Some(o) if o.expires >= expires => after.push(o.clone()),
                 Some(o) => {
-                    refreshed.push((o.a.expires, expires));
+                    refreshed.push((o.expires, expires));
                     let mut h = o.clone();
-                    h.a.expires = expires;
+                    h.expires = expires;
                     after.push(h);
                 }
                 None => {
@@ -640,10 +732,7 @@ impl RouteTable {
                     }
                     membership_changed = true;
                     new_names += 1;
-                    after.push(Held {
-                        a: Attribution { domain: domain.clone(), list: list.clone(), expires, source: source.clone() },
-                        list: id,
-                    });
+                    after.push(Held { domain: domain.clone(), expires, source: src, list: id });
                 }
             }
         }
@@ -655,12 +744,12 @@ impl RouteTable {
         }
         if after.len() > max_names {
             // Other sources hold most of the room: keep the longest-living overall.
-            after.sort_by_key(|h| Reverse(h.a.expires));
+            after.sort_by_key(|h| Reverse(h.expires));
             after.truncate(max_names);
             self.refusals.names_dropped.fetch_add(1, Ordering::Relaxed);
         }
-        let kept = after.iter().filter(|h| h.a.source == *source).count();
-        let had = before.iter().filter(|h| h.a.source == *source).count();
+        let kept = after.iter().filter(|h| h.source == src).count();
+        let had = before.iter().filter(|h| h.source == src).count();
         // Without a new key, the key set changed exactly when some were dropped.
         membership_changed |= kept != had || after.len() != before.len();
         if !membership_changed && refreshed.is_empty() {
@@ -677,7 +766,7 @@ impl RouteTable {
             self.refuse(Refusal::MaxRoutes, addr);
             return Replaced::Unchanged;
         }
-        let earliest = after.iter().map(|h| h.a.expires).min().unwrap_or(now);
+        let earliest = after.iter().map(|h| h.expires).min().unwrap_or(now);
         let reschedule = match slot {
             Some(s) => {
                 let e = &mut st.slots[s];
@@ -695,8 +784,8 @@ impl RouteTable {
                 false
             }
         };
-        if reschedule {
-            st.schedule(addr, earliest);
+        if reschedule && let Some(s) = slot {
+            st.schedule(s, earliest);
         }
         if membership_changed {
             st.mark(addr);
@@ -734,12 +823,14 @@ impl RouteTable {
     /// any attribution, which are removed.
     pub fn sweep_source(&self, source: &Source, keep: &FxHashSet<IpAddr>) -> Vec<IpAddr> {
         let mut removed = Vec::new();
+        // Source numbers are never reused: one look-up serves the walk.
+        let Some(src) = self.lock().find_source(source) else { return removed };
         self.walk(|st, i| {
             let e = &mut st.slots[i];
-            if keep.contains(&e.addr) || !e.held.iter().any(|h| h.a.source == *source) {
+            if keep.contains(&e.addr) || !e.held.iter().any(|h| h.source == src) {
                 return;
             }
-            e.held.retain(|h| h.a.source != *source);
+            e.held.retain(|h| h.source != src);
             let addr = e.addr;
             if st.settle(i) {
                 removed.push(addr);
@@ -765,6 +856,8 @@ impl RouteTable {
         let now = self.clock.now();
         let limit = now + self.max_ttl;
         let mut dropped = Vec::new();
+        // Records of one answer name the same domain: share one copy.
+        let mut domains: FxHashSet<Arc<str>> = FxHashSet::default();
         let mut routes = routes.into_iter().peekable();
         while routes.peek().is_some() {
             let mut st = self.lock();
@@ -783,23 +876,30 @@ impl RouteTable {
                     dropped.push(route.addr);
                     continue;
                 }
-                if !st.index.contains_key(&addr) && st.len() >= self.limits.max_routes {
+                if st.slot_of(&addr).is_none() && st.len() >= self.limits.max_routes {
                     self.refuse(Refusal::MaxRoutes, addr);
                     dropped.push(route.addr);
                     continue;
                 }
                 let mut held: SmallVec<[Held; 1]> = SmallVec::new();
                 route.attributions.sort_by_key(|a| Reverse(a.expires));
-                for mut a in route.attributions.into_iter().take(self.limits.max_names_per_route) {
-                    a.expires = a.expires.min(limit);
+                for a in route.attributions.into_iter().take(self.limits.max_names_per_route) {
                     let Some(id) = st.list_id(&a.list, &self.limits.list_max_routes) else { continue };
-                    held.push(Held { a, list: id });
+                    let source = st.source_id(&a.source);
+                    let domain = match domains.get(&a.domain) {
+                        Some(d) => d.clone(),
+                        None => {
+                            domains.insert(a.domain.clone());
+                            a.domain
+                        }
+                    };
+                    held.push(Held { domain, expires: a.expires.min(limit), source, list: id });
                 }
                 if held.is_empty() {
                     dropped.push(route.addr);
                     continue;
                 }
-                let scheduled = held.iter().map(|h| h.a.expires).min().unwrap_or(now);
+                let scheduled = held.iter().map(|h| h.expires).min().unwrap_or(now);
                 st.remove(addr);
                 st.insert(addr, held, scheduled, route.names_total.max(1));
             }
@@ -816,34 +916,36 @@ impl RouteTable {
             let mut st = self.lock();
             let st = &mut *st;
             let mut handled = 0;
-            while let Some(&Reverse((at, addr))) = st.heap.peek() {
+            while let Some(&Reverse((at, slot))) = st.heap.peek() {
                 if at > now || handled == CHUNK {
                     break;
                 }
                 handled += 1;
                 st.heap.pop();
-                let Some(&slot) = st.index.get(&addr) else { continue };
                 let slot = slot as usize;
-                let entry = &mut st.slots[slot];
-                if entry.scheduled != at {
+                // A stale entry: the slot was freed (and maybe reused) or
+                // rescheduled since.
+                let Some(entry) = st.slots.get_mut(slot) else { continue };
+                if entry.is_free() || entry.scheduled != at {
                     continue;
                 }
-                if entry.held.iter().all(|h| h.a.expires > now) {
+                let addr = entry.addr;
+                if entry.held.iter().all(|h| h.expires > now) {
                     // Refreshed since it was scheduled.
-                    entry.scheduled = entry.held.iter().map(|h| h.a.expires).min().unwrap_or(now);
+                    entry.scheduled = entry.held.iter().map(|h| h.expires).min().unwrap_or(now);
                     let next = entry.scheduled;
-                    st.schedule(addr, next);
+                    st.schedule(slot, next);
                     continue;
                 }
-                entry.held.retain(|h| h.a.expires > now);
-                let next = entry.held.iter().map(|h| h.a.expires).min();
+                entry.held.retain(|h| h.expires > now);
+                let next = entry.held.iter().map(|h| h.expires).min();
                 if let Some(next) = next {
                     entry.scheduled = next;
                 }
                 if st.settle(slot) {
                     removed.push(addr);
                 } else if let Some(next) = next {
-                    st.schedule(addr, next);
+                    st.schedule(slot, next);
                 }
                 st.mark(addr);
             }
@@ -858,14 +960,17 @@ impl RouteTable {
     /// routes' addresses.
     pub fn revalidate(&self, lists: &Lists) -> Vec<IpAddr> {
         let mut removed = Vec::new();
-        let keep =
-            |a: &Attribution| lists.index_of(&a.list).is_some_and(|i| lists.lookup_text(&a.domain) & (1 << i) != 0);
         self.walk(|st, i| {
-            let e = &mut st.slots[i];
-            if e.held.iter().all(|h| keep(&h.a)) {
+            let State { slots, list_names, .. } = &mut *st;
+            let keep = |h: &Held| {
+                let list = &list_names[h.list as usize];
+                lists.index_of(list).is_some_and(|i| lists.lookup_text(&h.domain) & (1 << i) != 0)
+            };
+            let e = &mut slots[i];
+            if e.held.iter().all(keep) {
                 return;
             }
-            e.held.retain(|h| keep(&h.a));
+            e.held.retain(|h| keep(h));
             let addr = e.addr;
             // A shrunk route keeps its heap entry; expiry re-checks it.
             if st.settle(i) {
@@ -895,14 +1000,14 @@ impl RouteTable {
 
     pub fn get(&self, addr: IpAddr) -> Option<Route> {
         let addr = canonical(addr);
-        let mut st = self.lock();
-        st.entry_mut(&addr).map(|e| e.route())
+        let st = self.lock();
+        st.slot_of(&addr).map(|s| st.route(s))
     }
 
     /// A copy of every route, sorted by address (copied in chunks).
     pub fn snapshot(&self) -> Vec<Route> {
         let mut v = Vec::new();
-        self.walk(|st, i| v.push(st.slots[i].route()));
+        self.walk(|st, i| v.push(st.route(i)));
         v.sort_by_key(|r| r.addr);
         v
     }
@@ -922,7 +1027,7 @@ impl RouteTable {
             if after.is_some_and(|a| addr <= a) || best.len() == limit && best.peek().is_some_and(|m| addr >= *m) {
                 return;
             }
-            if keep(&st.slots[i].route()) {
+            if keep(&st.route(i)) {
                 best.push(addr);
                 if best.len() > limit {
                     best.pop();
@@ -932,8 +1037,8 @@ impl RouteTable {
         let addrs = best.into_sorted_vec();
         let mut out = Vec::with_capacity(addrs.len());
         for chunk in addrs.chunks(CHUNK) {
-            let mut st = self.lock();
-            out.extend(chunk.iter().filter_map(|a| st.entry_mut(a).map(|e| e.route())));
+            let st = self.lock();
+            out.extend(chunk.iter().filter_map(|a| st.slot_of(a).map(|s| st.route(s))));
         }
         out
     }
@@ -948,7 +1053,7 @@ impl RouteTable {
         let id = st.next_subscriber;
         st.next_subscriber += 1;
         let dump_end = if initial_dump { st.slots.len() } else { 0 };
-        if initial_dump && !st.index.is_empty() {
+        if initial_dump && st.len() > 0 {
             notify.notify_one();
         }
         st.subscribers.push(Subscriber {
@@ -991,21 +1096,25 @@ impl RouteTable {
         let mut room = max - addrs.len();
         let (mut dump, dump_end) = (sub.dump, sub.dump_end.min(st.slots.len()));
         for addr in addrs {
-            out.push(match st.index.get(&addr) {
-                Some(&s) => RouteEvent::Added(st.slots[s as usize].route()),
+            out.push(match st.slot_of(&addr) {
+                Some(s) => RouteEvent::Added(st.route(s)),
                 None => RouteEvent::Removed(addr),
             });
         }
         while room > 0 && dump < dump_end {
-            let e = &st.slots[dump];
-            if !e.is_free() {
-                out.push(RouteEvent::Added(e.route()));
+            if !st.slots[dump].is_free() {
+                out.push(RouteEvent::Added(st.route(dump)));
                 room -= 1;
             }
             dump += 1;
         }
         let Some(sub) = st.subscribers.iter_mut().find(|s| s.id == id) else { return false };
         sub.dump = dump;
+        if sub.dirty.is_empty() && sub.dirty.capacity() > SHRINK_ABOVE {
+            // A burst (a 1 M-route fill) grew the set; draining keeps its
+            // buckets (~18 bytes each) until shrunk.
+            sub.dirty = FxHashSet::default();
+        }
         let more = !sub.dirty.is_empty() || sub.dump < dump_end;
         if more {
             // More remain: make sure the subscriber comes back.
@@ -1114,6 +1223,14 @@ mod tests {
 
     fn s(x: &str) -> Arc<str> {
         Arc::from(x)
+    }
+
+    #[test]
+    fn layout_stays_compact() {
+        // BENCHMARKS.md counts on these sizes (issue 8: memory at 1 M routes).
+        assert!(std::mem::size_of::<Held>() <= 32, "{}", std::mem::size_of::<Held>());
+        assert!(std::mem::size_of::<Entry>() <= 80, "{}", std::mem::size_of::<Entry>());
+        assert_eq!(std::mem::size_of::<Reverse<(UnixMillis, u32)>>(), 16);
     }
 
     #[tokio::test(start_paused = true)]

@@ -261,15 +261,31 @@ pub async fn run_puller(sync: Arc<PeerSync>, peer: Arc<PeerHandle>, shutdown: Ca
     }
 }
 
-/// Pulls until caught up.
+/// The pull request for the page after `cursor`; `max_bytes`: pages must
+/// fit this side's `max_body`.
+fn changes_path(sync: &PeerSync, cursor: u64) -> String {
+    format!(
+        "/api/v1/sync/changes?since={cursor}&limit={}&max_bytes={}&instance={}",
+        sync.settings.page_size,
+        sync.settings.max_body,
+        sync.id()
+    )
+}
+
+/// Pulls until caught up. While a page is applied the next one is already
+/// asked for (a 1 M-route initial sync spends about as long serving pages
+/// at the peer as applying them here); it is used only if the cursor after
+/// applying is the one it was asked with.
 async fn pull(sync: &Arc<PeerSync>, peer: &Arc<PeerHandle>, conn: &mut Connection) -> Result<(), String> {
     let name = peer.settings.name.to_string();
+    let mut prefetched: Option<(u64, StatusCode, Bytes)> = None;
     loop {
         let known = peer.instance();
         let cursor = known.as_deref().map_or(0, |id| sync.merger.cursor(id));
-        let path =
-            format!("/api/v1/sync/changes?since={cursor}&limit={}&instance={}", sync.settings.page_size, sync.id());
-        let (status, body) = conn.request(Method::GET, &path, None).await.map_err(|e| e.to_string())?;
+        let (status, body) = match prefetched.take() {
+            Some((since, status, body)) if since == cursor && cursor != 0 => (status, body),
+            _ => conn.request(Method::GET, &changes_path(sync, cursor), None).await.map_err(|e| e.to_string())?,
+        };
         sync.metrics.client_bytes.get_or_create(&SyncMetrics::peer_via(&name, "pull")).inc_by(body.len() as u64);
         if status != StatusCode::OK {
             return Err(error_text(status, &body));
@@ -294,15 +310,26 @@ async fn pull(sync: &Arc<PeerSync>, peer: &Arc<PeerHandle>, conn: &mut Connectio
         }
         let more = page.more;
         let head = page.head;
+        let next = page.next;
         let s = sync.clone();
         let label = name.clone();
-        let applied = tokio::task::spawn_blocking(move || {
+        let apply = tokio::task::spawn_blocking(move || {
             let applied = s.merger.apply(&page, Via::Pull, &label, s.id());
             (applied, page.changes.len())
-        })
-        .await
-        .map_err(|e| format!("applying a page failed: {e}"))?;
-        let (applied, n) = applied;
+        });
+        let ahead = async {
+            match more && next != 0 {
+                true => Some(conn.request(Method::GET, &changes_path(sync, next), None).await),
+                false => None,
+            }
+        };
+        let (applied, ahead) = tokio::join!(apply, ahead);
+        let (applied, n) = applied.map_err(|e| format!("applying a page failed: {e}"))?;
+        match ahead {
+            Some(Ok((status, body))) => prefetched = Some((next, status, body)),
+            Some(Err(e)) => return Err(e.to_string()),
+            None => {}
+        }
         if n > 0 {
             debug!(peer = %name, changes = n, accepted = applied.accepted, rejected = applied.rejected, cursor = applied.cursor, "pulled");
         }
@@ -387,7 +414,11 @@ async fn push_pending(sync: &Arc<PeerSync>, peer: &Arc<PeerHandle>, conn: &mut C
         }
         let log = sync.log.clone();
         let (from, limit) = (*pushed, sync.settings.page_size);
-        let page = match tokio::task::spawn_blocking(move || log.read_range(from, head, limit, false)).await {
+        // The peer's max_body is not known here: pages stay within ours
+        // (the same default on every instance).
+        let max_bytes = sync.settings.max_body;
+        let page = match tokio::task::spawn_blocking(move || log.read_range(from, head, limit, max_bytes, false)).await
+        {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => {
                 warn!(error = %e, "cannot read the sync log for a push");

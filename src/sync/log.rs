@@ -57,13 +57,20 @@ pub fn tombstone_retention(max_ttl: Duration) -> Duration {
 /// One name of an address's state: (domain, list, expires).
 pub type NameState = (Arc<str>, Arc<str>, UnixMillis);
 
-/// Changes written (and flushed) per sled batch: sled's memory grows with
-/// the size of a batch far beyond its page cache setting.
-const WRITE_BATCH: usize = 2_000;
+/// Changes per sled batch: sled 0.34's memory grows with the size of a
+/// batch far beyond its page cache setting (BENCHMARKS.md: ~50 MiB per
+/// million records in batches of 100-500, gigabytes at 2 000 and more).
+/// A `record` call flushes once, after all its batches.
+const WRITE_BATCH: usize = 256;
 
-/// A change as stored: version 1, recorded-at (u64), address (4 or 16
-/// bytes after a length byte), name count, then per name expires (u64),
-/// list and domain (each a length byte and bytes). Big-endian.
+/// Names one stored change keeps: the largest `max_names_per_route` (and
+/// what a receiver accepts, `validate::MAX_NAMES`).
+pub const MAX_STORED_NAMES: usize = 1024;
+
+/// A change as stored: version (1 or 2), recorded-at (u64), address (4 or
+/// 16 bytes after a length byte), name count (one byte in version 1, two
+/// in version 2), then per name expires (u64), list and domain (each a
+/// length byte and bytes). Big-endian. Version 2 is written.
 struct Stored {
     addr: IpAddr,
     names: Vec<(String, String, UnixMillis)>,
@@ -73,7 +80,7 @@ struct Stored {
 impl Stored {
     fn encode(addr: IpAddr, names: &[NameState], at: UnixMillis) -> Vec<u8> {
         let mut v = Vec::with_capacity(32 + names.len() * 40);
-        v.push(1);
+        v.push(2);
         v.extend_from_slice(&at.to_be_bytes());
         match addr {
             IpAddr::V4(a) => {
@@ -85,8 +92,8 @@ impl Stored {
                 v.extend_from_slice(&a.octets());
             }
         }
-        let names = &names[..names.len().min(255)];
-        v.push(names.len() as u8);
+        let names = &names[..names.len().min(MAX_STORED_NAMES)];
+        v.extend_from_slice(&(names.len() as u16).to_be_bytes());
         for (d, l, e) in names {
             v.extend_from_slice(&e.to_be_bytes());
             for s in [l, d] {
@@ -109,7 +116,8 @@ impl Stored {
             let n = *take(b, 1)?.first()? as usize;
             String::from_utf8(take(b, n)?.to_vec()).ok()
         }
-        if take(&mut b, 1)? != [1] {
+        let version = take(&mut b, 1)?[0];
+        if version != 1 && version != 2 {
             return None;
         }
         let at = u64_of(take(&mut b, 8)?)?;
@@ -118,7 +126,10 @@ impl Stored {
             16 => IpAddr::from(<[u8; 16]>::try_from(take(&mut b, 16)?).ok()?),
             _ => return None,
         };
-        let count = take(&mut b, 1)?[0] as usize;
+        let count = match version {
+            1 => take(&mut b, 1)?[0] as usize,
+            _ => u16::from_be_bytes(take(&mut b, 2)?.try_into().ok()?) as usize,
+        };
         let mut names = Vec::with_capacity(count);
         for _ in 0..count {
             let e = u64_of(take(&mut b, 8)?)?;
@@ -128,6 +139,28 @@ impl Stored {
         }
         Some(Stored { addr, names, at })
     }
+}
+
+/// JSON bytes of a page besides its changes and its instance id (the keys,
+/// three numbers of up to 20 digits, two booleans), with a margin.
+const PAGE_ENVELOPE: usize = 192;
+
+/// The length of a value's JSON, without building it.
+fn json_len(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing into a counter cannot fail for plain strings and numbers.
+    let _ = serde_json::to_writer(&mut c, value);
+    c.0
 }
 
 fn seq_key(seq: u64) -> [u8; 8] {
@@ -274,12 +307,13 @@ impl ChangeLog {
         states.reverse();
         states.retain(|(addr, _)| seen.insert(*addr));
         states.reverse();
-        let mut recorded = 0;
+        let mut head = self.head();
+        let mut updates = Vec::new();
         for chunk in states.chunks_mut(WRITE_BATCH) {
-            let mut head = self.head();
             let mut batch = sled::Batch::default();
-            let mut updates = Vec::with_capacity(chunk.len());
+            let mut any = false;
             for (addr, names) in chunk.iter_mut() {
+                names.truncate(MAX_STORED_NAMES);
                 names.sort();
                 let fp = fingerprint(names.iter().map(|(d, l, e)| (&**d, &**l, *e)));
                 let previous = index.get(addr).copied();
@@ -294,35 +328,61 @@ impl ChangeLog {
                 }
                 batch.insert(&seq_key(head), Stored::encode(*addr, names, now));
                 updates.push((*addr, Latest { seq: head, fingerprint: fp, live: !names.is_empty() }));
+                any = true;
             }
-            if updates.is_empty() {
-                continue;
+            if any {
+                self.changes.apply_batch(batch)?;
             }
-            self.changes.apply_batch(batch)?;
-            self.meta.insert("head", &head.to_be_bytes())?;
-            self.db.flush()?;
-            recorded += updates.len();
-            index.extend(updates);
-            self.head.store(head, Ordering::Release);
-            self.head_tx.send_replace(head);
         }
+        if updates.is_empty() {
+            return Ok(0);
+        }
+        // Published (and remembered in the index) only once durable: a
+        // failed flush leaves the head where it was, and the next record
+        // call numbers its changes after the last durable one again.
+        self.meta.insert("head", &head.to_be_bytes())?;
+        self.db.flush()?;
+        let recorded = updates.len();
+        index.extend(updates);
+        self.head.store(head, Ordering::Release);
+        self.head_tx.send_replace(head);
         Ok(recorded)
     }
 
     /// Up to `limit` changes after `since`, as a page. A cursor of 0, older
     /// than the horizon or beyond the head gets a snapshot from the start.
     pub fn read(&self, since: u64, limit: usize) -> Result<Page, LogError> {
+        self.read_bounded(since, limit, usize::MAX)
+    }
+
+    /// [`ChangeLog::read`] with the page's JSON also bounded to
+    /// `max_bytes` (the receiver's `max_body`): a page ends before the
+    /// change that would take it past the bound. The first change is always
+    /// included, so that paging progresses; one change is at most
+    /// [`MAX_STORED_NAMES`] names.
+    pub fn read_bounded(&self, since: u64, limit: usize, max_bytes: usize) -> Result<Page, LogError> {
         let head = self.head();
         let snapshot = since == 0 || since < self.horizon() || since > head;
         let start = if snapshot { 0 } else { since };
-        self.read_range(start, head, limit, snapshot)
+        self.read_range(start, head, limit, max_bytes, snapshot)
     }
 
-    /// The changes in `(since, head]` (at most `limit`), without snapshot
-    /// logic: what a push after `since` carries.
-    pub fn read_range(&self, since: u64, head: u64, limit: usize, snapshot: bool) -> Result<Page, LogError> {
+    /// The changes in `(since, head]` (at most `limit`, and at most
+    /// `max_bytes` of JSON as in [`ChangeLog::read_bounded`]), without
+    /// snapshot logic: what a push after `since` carries.
+    pub fn read_range(
+        &self,
+        since: u64,
+        head: u64,
+        limit: usize,
+        max_bytes: usize,
+        snapshot: bool,
+    ) -> Result<Page, LogError> {
         let mut out = Vec::with_capacity(limit.min(1024));
         let mut more = false;
+        // The page's fields around the changes: the instance id, three
+        // numbers of at most 20 digits, two booleans and the keys.
+        let mut bytes = PAGE_ENVELOPE + self.id.len();
         if since < head {
             let range = self.changes.range(seq_key(since + 1)..=seq_key(head));
             for item in range {
@@ -332,19 +392,24 @@ impl ChangeLog {
                     break;
                 }
                 let Some(seq) = u64_of(&k) else { continue };
-                match Stored::decode(&v) {
-                    Some(s) => out.push(Change {
-                        seq,
-                        address: s.addr.to_string(),
-                        origin: self.id.to_string(),
-                        names: s
-                            .names
-                            .into_iter()
-                            .map(|(domain, list, expires)| Name { domain, list, expires })
-                            .collect(),
-                    }),
-                    None => warn!(seq, "skipping an undecodable sync log entry"),
+                let Some(s) = Stored::decode(&v) else {
+                    warn!(seq, "skipping an undecodable sync log entry");
+                    continue;
+                };
+                let change = Change {
+                    seq,
+                    address: s.addr.to_string(),
+                    origin: self.id.to_string(),
+                    names: s.names.into_iter().map(|(domain, list, expires)| Name { domain, list, expires }).collect(),
+                };
+                // The change and the comma before it.
+                let size = json_len(&change) + 1;
+                if !out.is_empty() && bytes.saturating_add(size) > max_bytes {
+                    more = true;
+                    break;
                 }
+                bytes += size;
+                out.push(change);
             }
         }
         let next = if more { out.last().map_or(since, |c| c.seq) } else { head.max(since) };
@@ -539,6 +604,39 @@ mod tests {
         fn decode_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..100)) {
             let _ = Stored::decode(&bytes);
         }
+    }
+
+    #[test]
+    fn pages_stay_within_the_byte_bound_and_many_names_are_kept() {
+        let (_d, log) = log();
+        // An address shared by 1 000 names (above the 255 of version 1 records).
+        let many: Vec<(String, u64)> = (0..1000).map(|i| (format!("n{i}.shared.test"), 10 + i)).collect();
+        let refs: Vec<(&str, u64)> = many.iter().map(|(d, e)| (d.as_str(), *e)).collect();
+        let mut states = vec![st("198.51.100.200", &refs)];
+        for i in 0..300u32 {
+            states.push(st(&format!("10.0.{}.{}", i / 256, i % 256), &[("x.bench.test", 99)]));
+        }
+        assert_eq!(log.record(states, 1).unwrap(), 301);
+        let p = log.read(0, 10).unwrap();
+        assert_eq!(p.changes[0].names.len(), 1000);
+        // Paging by bytes: every page within the bound, every change once.
+        let bound = 4096;
+        let (mut since, mut seen, mut pages) = (0, 0, 0);
+        loop {
+            let p = log.read_bounded(since, 10_000, bound).unwrap();
+            let len = serde_json::to_vec(&p).unwrap().len();
+            if p.changes.len() > 1 {
+                assert!(len <= bound, "page of {len} bytes with {} changes", p.changes.len());
+            }
+            seen += p.changes.len();
+            pages += 1;
+            since = p.next;
+            if !p.more {
+                break;
+            }
+        }
+        assert_eq!(seen, 301);
+        assert!(pages > 10, "{pages} pages");
     }
 
     #[test]

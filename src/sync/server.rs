@@ -27,6 +27,10 @@ use tracing::{debug, warn};
 
 use super::PeerSync;
 use super::config::MAX_PAGE;
+
+/// The smallest page byte bound an asker may set (one change with many
+/// long names still fits).
+const MIN_PAGE_BYTES: usize = 64 << 10;
 use super::merge::{self, Via};
 use super::metrics::SyncMetrics;
 use super::protocol::{ErrorReply, Page, PushReply, truncate, valid_instance};
@@ -60,6 +64,8 @@ async fn authenticate(State(sync): State<Arc<PeerSync>>, headers: HeaderMap, req
 struct ChangesQuery {
     since: u64,
     limit: Option<usize>,
+    /// The asker's `max_body`: the page's JSON stays within it.
+    max_bytes: Option<usize>,
     /// The asking instance, for metric labels only.
     instance: Option<String>,
 }
@@ -75,7 +81,9 @@ async fn changes(State(sync): State<Arc<PeerSync>>, query: Result<Query<ChangesQ
     sync.metrics.requests.get_or_create(&SyncMetrics::endpoint("changes")).inc();
     let limit = q.limit.unwrap_or(sync.settings.page_size).clamp(1, MAX_PAGE);
     let log = sync.log.clone();
-    let page = match tokio::task::spawn_blocking(move || log.read(q.since, limit)).await {
+    // An asker that does not say gets pages within our own max_body.
+    let max_bytes = q.max_bytes.unwrap_or(sync.settings.max_body).max(MIN_PAGE_BYTES);
+    let page = match tokio::task::spawn_blocking(move || log.read_bounded(q.since, limit, max_bytes)).await {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
