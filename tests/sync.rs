@@ -48,7 +48,13 @@ fn mesh(tmp: &Path, names: &[&str], opts: &Options, sync: &str) -> Result<Vec<Dn
         conf.push_str(&text);
         std::fs::write(&node.config, conf)?;
     }
-    nodes.into_iter().map(Dnsbgpd::launch).collect()
+    nodes
+        .into_iter()
+        .map(|mut n| {
+            n.token = Some(TOKEN.to_string());
+            n.launch()
+        })
+        .collect()
 }
 
 fn instance_id(d: &Dnsbgpd) -> Result<String> {
@@ -80,7 +86,7 @@ fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )?;
     // The server may answer (413) and close before the whole body is written.
@@ -393,7 +399,8 @@ fn https_between_peers() -> Result<()> {
     }
     let opts = Options::default();
     let a = Dnsbgpd::configure(&tmp.path().join("a"), &opts)?;
-    let b = Dnsbgpd::configure(&tmp.path().join("b"), &opts)?;
+    let mut b = Dnsbgpd::configure(&tmp.path().join("b"), &opts)?;
+    b.token = Some(TOKEN.to_string());
     let a_conf = std::fs::read_to_string(&a.config)?.replace(
         "[api]\n",
         &format!(
