@@ -315,3 +315,97 @@ fn dnstap_tcp_client_outside_the_allow_list_is_closed() -> Result<()> {
     assert!(d.route("198.51.100.66/32")?.is_none(), "a frame from outside tcp_allow became a route");
     Ok(())
 }
+
+/// `http://` to a remote peer is refused by `check` unless
+/// `allow_insecure = true`; loopback stays allowed.
+#[test]
+fn check_refuses_plain_http_to_a_remote_peer() -> Result<()> {
+    let conf = |url: &str, extra: &str| {
+        format!(
+            "[dnstap]\nsocket = \"d.sock\"\n[sync]\ntoken = \"{TOKEN}\"\n\
+             [[sync.peer]]\nurl = \"{url}\"\ntoken = \"{TOKEN}\"\n{extra}"
+        )
+    };
+    let (ok, err) = check(&conf("http://192.0.2.7:9153", ""))?;
+    assert!(!ok, "plain http to a remote peer passed check");
+    assert!(err.contains(":6: ") && err.contains("allow_insecure"), "{err}");
+    let (ok, err) = check(&conf("http://192.0.2.7:9153", "allow_insecure = true\n"))?;
+    assert!(ok, "{err}");
+    let (ok, err) = check(&conf("http://127.0.0.1:9153", ""))?;
+    assert!(ok, "{err}");
+    Ok(())
+}
+
+/// One HTTP/1.1 sync push with the sync token.
+fn push(addr: SocketAddr, body: &serde_json::Value) -> Result<(u16, serde_json::Value)> {
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let (code, text) =
+        request(addr, "POST", "/api/v1/sync/push", &[&auth, "Content-Type: application/json"], &body.to_string())?;
+    Ok((code, serde_json::from_str(&text).with_context(|| format!("{code}: {text}"))?))
+}
+
+/// A push may speak only for a configured peer's instance: another origin
+/// and invented ids get 403 and change nothing; a page whose `next` runs
+/// past its last change gets 400 with the cursor where it was.
+#[test]
+fn sync_pushes_are_bound_to_the_peers_instances() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let opts = Options {
+        extra_config: format!(
+            "[sync]\ntoken = \"{TOKEN}\"\n[[sync.peer]]\nname = \"a\"\nurl = \"http://127.0.0.1:{}\"\n\
+             token = \"{TOKEN}\"\ninstance = \"peer-a\"\n",
+            free_port()
+        ),
+        ..Options::default()
+    };
+    let mut d = Dnsbgpd::configure(tmp.path(), &opts)?;
+    d.token = Some(TOKEN.into());
+    let d = d.launch()?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+    let change = |seq: u64, addr: &str, origin: &str| {
+        serde_json::json!({"seq": seq, "address": addr, "origin": origin,
+            "names": [{"domain": "www.listed.test", "list": "vpn", "expires": now + 600_000}]})
+    };
+    let page = |instance: &str, since: u64, next: u64, changes: Vec<serde_json::Value>| serde_json::json!({"instance": instance, "since": since, "next": next, "head": next, "changes": changes});
+    let cursor = || -> Result<u64> {
+        let v = d.get_json("/api/v1/sync/peers")?;
+        v["peers"][0]["cursor"].as_u64().context("cursor")
+    };
+
+    let (code, r) = push(d.api, &page("peer-a", 0, 1, vec![change(1, "198.51.100.1", "peer-a")]))?;
+    assert_eq!(code, 200, "{r}");
+    d.wait_route("198.51.100.1/32", Duration::from_secs(5))?;
+    assert_eq!(cursor()?, 1);
+
+    // Another origin: the credential does not speak for it.
+    let (code, r) = push(d.api, &page("peer-z", 0, 1, vec![change(1, "198.51.100.2", "peer-z")]))?;
+    assert_eq!(code, 403, "{r}");
+    assert!(r["error"].as_str().unwrap_or("").contains("not a peer"), "{r}");
+    // Entries claiming another origin inside a peer's page are refused one by one.
+    let (code, r) = push(d.api, &page("peer-a", 1, 2, vec![change(2, "198.51.100.3", "peer-z")]))?;
+    assert_eq!((code, r["rejected"].as_u64()), (200, Some(1)), "{r}");
+
+    // An inflated next: 400, and the cursor does not move.
+    let (code, r) = push(d.api, &page("peer-a", 2, 1_000_000, vec![change(3, "198.51.100.4", "peer-a")]))?;
+    assert_eq!(code, 400, "{r}");
+    assert_eq!(cursor()?, 2, "the cursor moved on a refused page");
+    let (code, r) = push(d.api, &page("peer-a", 2, 2_000, vec![]))?;
+    assert_eq!(code, 400, "an empty page moving the cursor: {r}");
+    // What the inflated page would have skipped still applies.
+    let (code, r) = push(d.api, &page("peer-a", 2, 3, vec![change(3, "198.51.100.4", "peer-a")]))?;
+    assert_eq!((code, r["accepted"].as_u64()), (200, Some(1)), "{r}");
+    d.wait_route("198.51.100.4/32", Duration::from_secs(5))?;
+
+    // Invented ids never become origins.
+    for i in 0..50 {
+        let id = format!("invented-{i}");
+        let (code, _) = push(d.api, &page(&id, 0, 1, vec![change(1, "198.51.100.9", &id)]))?;
+        assert_eq!(code, 403);
+    }
+    assert_eq!(d.metric("dnsbgpd_sync_requests_rejected_total{reason=\"instance\"}")?, 51.0);
+    let routes = d.routes()?;
+    for bad in ["198.51.100.2/32", "198.51.100.3/32", "198.51.100.9/32"] {
+        assert!(!routes.iter().any(|r| r["prefix"] == bad), "{bad} became a route");
+    }
+    Ok(())
+}

@@ -267,7 +267,13 @@ fn withdrawal_by_origin_propagates_unless_another_refreshes() -> Result<()> {
 #[test]
 fn hostile_pushes_are_rejected_and_counted() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let nodes = mesh(tmp.path(), &["a", "b"], &Options::default(), "")?;
+    // Pushes speak only for configured peers: the intruder is one (its url
+    // answers nothing), so its entries are judged one by one.
+    let intruder = format!(
+        "[[sync.peer]]\nname = \"intruder\"\nurl = \"http://127.0.0.1:{}\"\ntoken = \"{TOKEN}\"\ninstance = \"intruder-1\"\n",
+        common::free_port()
+    );
+    let nodes = mesh(tmp.path(), &["a", "b"], &Options::default(), &intruder)?;
     let (a, b) = (&nodes[0], &nodes[1]);
     let push = "/api/v1/sync/push";
     let now = now_ms();

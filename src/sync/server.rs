@@ -142,6 +142,25 @@ async fn push(State(sync): State<Arc<PeerSync>>, body: Result<Bytes, BytesReject
         sync.metrics.reject_request("page");
         return error(StatusCode::BAD_REQUEST, format!("invalid page: {e}"));
     }
+    // The credential speaks for the configured peers only: another origin
+    // is refused before the merger sees it (no cursor, no origin state).
+    if !sync.may_speak_for(&page.instance) {
+        sync.metrics.reject_request("instance");
+        sync.wake_unidentified_pulls();
+        warn!(instance = %truncate(&page.instance), "push for an instance that is not a known peer refused");
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "instance {:?} is not a peer of this instance: set [[sync.peer]] instance, or let this instance \
+                 pull from it first",
+                truncate(&page.instance)
+            ),
+        );
+    }
+    if let Err(e) = merge::check_push(&page) {
+        sync.metrics.reject_request("page");
+        return error(StatusCode::BAD_REQUEST, format!("invalid page: {e}"));
+    }
     let peer = sync.peer_name_of(&page.instance);
     let s = sync.clone();
     let label = peer.clone();
