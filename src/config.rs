@@ -53,6 +53,9 @@ struct RawDnstap {
     max_frame_size: Option<Spanned<ByteSize>>,
     max_connections: Option<Spanned<usize>>,
     message_types: Option<Spanned<Vec<Spanned<String>>>>,
+    handshake_timeout: Option<Spanned<ConfigDuration>>,
+    idle_timeout: Option<Spanned<ConfigDuration>>,
+    tcp_allow: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,14 +89,20 @@ struct RawList {
     max_routes: Option<Spanned<usize>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawApi {
-    listen: Option<SocketAddr>,
+    listen: Option<Spanned<SocketAddr>>,
     token: Option<Spanned<String>>,
     token_file: Option<Spanned<PathBuf>>,
     tls_cert: Option<Spanned<PathBuf>>,
     tls_key: Option<Spanned<PathBuf>>,
+    allowed_hosts: Option<Vec<Spanned<String>>>,
+    metrics_listen: Option<SocketAddr>,
+    max_connections: Option<Spanned<usize>>,
+    max_requests: Option<Spanned<usize>>,
+    header_timeout: Option<Spanned<ConfigDuration>>,
+    request_timeout: Option<Spanned<ConfigDuration>>,
 }
 
 /// Typed, validated settings.
@@ -122,6 +131,12 @@ pub struct DnstapSettings {
     pub max_connections: usize,
     /// Which dnstap message types feed the route table.
     pub message_types: Vec<MessageType>,
+    /// How long a new connection may take to reach START.
+    pub handshake_timeout: Duration,
+    /// A started connection that sends nothing this long is closed.
+    pub idle_timeout: Duration,
+    /// Peers the TCP listener serves; others are closed at once.
+    pub tcp_allow: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -171,8 +186,49 @@ pub struct ApiSettings {
     pub listen: SocketAddr,
     /// Certificate chain and private key (PEM) to serve HTTPS instead of HTTP.
     pub tls: Option<(PathBuf, PathBuf)>,
-    /// What every POST and DELETE must present as `Authorization: Bearer`.
+    /// What every request but `GET /metrics` and `GET /api/v1/status` must
+    /// present as `Authorization: Bearer`.
     pub token: Option<crate::values::Secret>,
+    /// Host header values accepted besides the listen address (lower case;
+    /// an entry without a port matches any port).
+    pub allowed_hosts: Vec<String>,
+    /// A second listener serving `/metrics` alone.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Connections served at once; at the cap the longest-idle one goes.
+    pub max_connections: usize,
+    /// Requests in progress at once per endpoint; more wait briefly, then 503.
+    pub max_requests: usize,
+    /// Time a client has to send a request's headers (also between
+    /// requests of a kept-alive connection).
+    pub header_timeout: Duration,
+    /// Time a request may take, the answer's body included.
+    pub request_timeout: Duration,
+}
+
+/// Defaults of the `[api]` limits.
+pub const DEFAULT_API_MAX_CONNECTIONS: usize = 512;
+pub const DEFAULT_API_MAX_REQUESTS: usize = 8;
+pub const DEFAULT_API_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_API_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Defaults of the `[dnstap]` timeouts.
+pub const DEFAULT_DNSTAP_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_DNSTAP_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+impl ApiSettings {
+    /// Settings with every limit at its default (tests, tools).
+    pub fn new(listen: SocketAddr) -> ApiSettings {
+        ApiSettings {
+            listen,
+            tls: None,
+            token: None,
+            allowed_hosts: Vec::new(),
+            metrics_listen: None,
+            max_connections: DEFAULT_API_MAX_CONNECTIONS,
+            max_requests: DEFAULT_API_MAX_REQUESTS,
+            header_timeout: DEFAULT_API_HEADER_TIMEOUT,
+            request_timeout: DEFAULT_API_REQUEST_TIMEOUT,
+        }
+    }
 }
 
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 64 * 1024;
@@ -271,6 +327,34 @@ fn validate(
         }
     }
 
+    let mut dnstap_duration = |v: &Option<Spanned<ConfigDuration>>, default: Duration, key: &str| match v {
+        Some(s) if s.get_ref().0 < Duration::from_millis(10) || s.get_ref().0 > Duration::from_secs(86_400) => {
+            problem(s.span(), format!("{key} must be between 10ms and 1d"));
+            default
+        }
+        Some(s) => s.get_ref().0,
+        None => default,
+    };
+    let handshake_timeout =
+        dnstap_duration(&d.handshake_timeout, DEFAULT_DNSTAP_HANDSHAKE_TIMEOUT, "handshake_timeout");
+    let idle_timeout = dnstap_duration(&d.idle_timeout, DEFAULT_DNSTAP_IDLE_TIMEOUT, "idle_timeout");
+    let tcp_allow = match &d.tcp_allow {
+        None => vec!["127.0.0.0/8".parse().unwrap_or_default(), "::1/128".parse().unwrap_or_default()],
+        Some(list) => {
+            let mut out = Vec::new();
+            for a in list {
+                match parse_net(a.get_ref()) {
+                    Some(n) => out.push(n),
+                    None => problem(
+                        a.span(),
+                        format!("tcp_allow: {:?} is not an address or a prefix (\"192.0.2.0/24\")", a.get_ref()),
+                    ),
+                }
+            }
+            out
+        }
+    };
+
     // [routes]
     let r = raw.routes.unwrap_or(RawRoutes {
         store: None,
@@ -313,10 +397,9 @@ fn validate(
     let mut deny = Vec::new();
     for d in &r.deny {
         let text = d.get_ref();
-        let net = text.parse::<ipnet::IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
-        match net {
-            Ok(n) => deny.push(n.trunc()),
-            Err(_) => problem(d.span(), format!("deny: {text:?} is not an address or a prefix (\"203.0.113.0/24\")")),
+        match parse_net(text) {
+            Some(n) => deny.push(n),
+            None => problem(d.span(), format!("deny: {text:?} is not an address or a prefix (\"203.0.113.0/24\")")),
         }
     }
     let shutdown_timeout = match &r.shutdown_timeout {
@@ -407,14 +490,13 @@ fn validate(
         });
     }
 
-    let (listen, tls_cert, tls_key, token, token_file) =
-        raw.api.map(|a| (a.listen, a.tls_cert, a.tls_key, a.token, a.token_file)).unwrap_or_default();
-    let token = if token.is_some() || token_file.is_some() {
-        crate::values::read_token(token, token_file, 0..0, "[api]", base, &mut problem)
+    let a = raw.api.unwrap_or_default();
+    let token = if a.token.is_some() || a.token_file.is_some() {
+        crate::values::read_token(a.token, a.token_file, 0..0, "[api]", base, &mut problem)
     } else {
         None
     };
-    let tls = match (tls_cert, tls_key) {
+    let tls = match (a.tls_cert, a.tls_key) {
         (None, None) => None,
         (Some(c), Some(k)) => {
             let (cert, key) = (resolve(base, c.get_ref()), resolve(base, k.get_ref()));
@@ -428,7 +510,59 @@ fn validate(
             None
         }
     };
-    let api = ApiSettings { listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9153))), tls, token };
+    let listen = a.listen.as_ref().map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9153)), |l| *l.get_ref());
+    if !listen.ip().is_loopback() && token.is_none() {
+        problem(
+            a.listen.as_ref().map_or(0..0, Spanned::span),
+            format!(
+                "[api] listen = \"{listen}\" is not a loopback address: set `token` or `token_file` \
+                 (every request but GET /metrics and GET /api/v1/status then needs it)"
+            ),
+        );
+    }
+    let mut allowed_hosts = Vec::new();
+    for h in a.allowed_hosts.iter().flatten() {
+        let v = h.get_ref().trim().to_ascii_lowercase();
+        let valid =
+            !v.is_empty() && v.len() <= 255 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b));
+        if valid {
+            allowed_hosts.push(v);
+        } else {
+            problem(h.span(), format!("allowed_hosts: {:?} is not a host name or HOST:PORT", h.get_ref()));
+        }
+    }
+    let mut api_count = |v: &Option<Spanned<usize>>, default: usize, max: usize, key: &str| match v {
+        Some(s) if *s.get_ref() == 0 || *s.get_ref() > max => {
+            problem(s.span(), format!("{key} must be between 1 and {max}"));
+            default
+        }
+        Some(s) => *s.get_ref(),
+        None => default,
+    };
+    let api_max_connections =
+        api_count(&a.max_connections, DEFAULT_API_MAX_CONNECTIONS, 65_536, "[api] max_connections");
+    let max_requests = api_count(&a.max_requests, DEFAULT_API_MAX_REQUESTS, 4096, "[api] max_requests");
+    let mut api_duration = |v: &Option<Spanned<ConfigDuration>>, default: Duration, key: &str| match v {
+        Some(s) if s.get_ref().0 < Duration::from_millis(100) || s.get_ref().0 > Duration::from_secs(3600) => {
+            problem(s.span(), format!("{key} must be between 100ms and 1h"));
+            default
+        }
+        Some(s) => s.get_ref().0,
+        None => default,
+    };
+    let header_timeout = api_duration(&a.header_timeout, DEFAULT_API_HEADER_TIMEOUT, "[api] header_timeout");
+    let request_timeout = api_duration(&a.request_timeout, DEFAULT_API_REQUEST_TIMEOUT, "[api] request_timeout");
+    let api = ApiSettings {
+        listen,
+        tls,
+        token,
+        allowed_hosts,
+        metrics_listen: a.metrics_listen,
+        max_connections: api_max_connections,
+        max_requests,
+        header_timeout,
+        request_timeout,
+    };
     let sync = crate::sync::config::validate(raw.sync, base, &mut problem);
 
     let bgp = raw.bgp.map(|b| crate::bgp::config::validate(b, &mut problem));
@@ -446,6 +580,9 @@ fn validate(
             max_frame_size,
             max_connections,
             message_types,
+            handshake_timeout,
+            idle_timeout,
+            tcp_allow,
         },
         routes: RouteSettings {
             store,
@@ -465,6 +602,12 @@ fn validate(
         sync,
         blocking,
     })
+}
+
+/// `"203.0.113.0/24"` or a single address, host bits cleared.
+fn parse_net(text: &str) -> Option<ipnet::IpNet> {
+    let net = text.parse::<ipnet::IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+    net.ok().map(|n| n.trunc())
 }
 
 fn parse_community(text: &str) -> Option<(u16, u16)> {

@@ -108,13 +108,34 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     {
         let mut app = api::router(api_state.clone());
         if let Some(s) = &sync {
-            app = app.merge(crate::sync::server::router(s.clone()));
+            app = app.merge(crate::sync::server::router(s.clone(), settings.api.token.clone()));
         }
         let tls = match &settings.api.tls {
             Some((cert, key)) => Some(crate::tls::server_config(cert, key).map_err(anyhow::Error::msg)?),
             None => None,
         };
-        inputs_done.spawn(crate::tls::serve_api(api_listener, app, tls, inputs.clone()));
+        let limits = api::serve::Limits::from_settings(&settings.api);
+        let allowed = settings.api.allowed_hosts.clone();
+        let app = api::serve::wrap(app, api::serve::HostCheck { listen: api_addr, allowed: allowed.clone() }, &limits);
+        if let Some(addr) = settings.api.metrics_listen {
+            let listener =
+                TcpListener::bind(addr).await.with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            let local = listener.local_addr()?;
+            let metrics_app = api::serve::wrap(
+                api::metrics_router(api_state.clone()),
+                api::serve::HostCheck { listen: local, allowed },
+                &limits,
+            );
+            inputs_done.spawn(api::serve::serve_tcp(
+                listener,
+                metrics_app,
+                tls.clone(),
+                limits.clone(),
+                inputs.clone(),
+            ));
+            info!(listen = %local, "metrics listening");
+        }
+        inputs_done.spawn(api::serve::serve_tcp(api_listener, app, tls, limits, inputs.clone()));
     }
     info!(listen = %api_addr, "API listening");
 
@@ -218,7 +239,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         pipeline = pipeline.with_blocking(b.taps());
     }
     let pipeline = Arc::new(pipeline);
-    let dnstap = Server::new(pipeline, settings.dnstap.max_frame_size, settings.dnstap.max_connections);
+    let d = &settings.dnstap;
+    let dnstap = Server::new(pipeline, d.max_frame_size, d.max_connections).with_limits(
+        d.handshake_timeout,
+        d.idle_timeout,
+        &d.tcp_allow,
+    );
     let mut _socket_file = None;
     if let Some(path) = &settings.dnstap.socket {
         let listener = bind_unix(path, settings.dnstap.socket_mode)

@@ -287,7 +287,11 @@ fn ctl_inner(args: CtlArgs) -> Result<String, CtlError> {
                 .trim()
                 .to_string(),
         ),
-        (None, None) => settings.as_ref().and_then(|s| s.api.token.as_ref()).map(|t| t.expose().to_string()),
+        // Without an API token, /api/v1/sync/peers takes the sync token.
+        (None, None) => settings
+            .as_ref()
+            .and_then(|s| s.api.token.as_ref().or(s.sync.as_ref().map(|y| &y.token)))
+            .map(|t| t.expose().to_string()),
     };
     let timeout = dnsbgpd::config::parse_duration(&args.timeout)
         .map_err(|e| CtlError::Usage(format!("--timeout {:?}: {e}", args.timeout)))?;

@@ -31,7 +31,9 @@ fn start(tmp: &std::path::Path, blocking: &str, api_extra: &str) -> Result<Optio
         return Ok(None);
     }
     let nsd = Nsd::start(tmp)?;
-    let d = Dnsbgpd::configure(tmp, &Options { extra_config: blocking.to_string(), ..Options::default() })?;
+    let mut d = Dnsbgpd::configure(tmp, &Options { extra_config: blocking.to_string(), ..Options::default() })?;
+    // With a token, the GETs of the helper need it too.
+    d.token = api_extra.strip_prefix("token = \"").and_then(|t| t.strip_suffix('"')).map(String::from);
     if !api_extra.is_empty() {
         let conf = std::fs::read_to_string(&d.config)?;
         let conf = conf.replacen("[api]\n", &format!("[api]\n{api_extra}\n"), 1);

@@ -72,7 +72,8 @@ fn daemon(dir: &Path, tls: Option<&Path>) -> Result<Dnsbgpd> {
         ),
         ..Options::default()
     };
-    let d = Dnsbgpd::configure(dir, &opts)?;
+    let mut d = Dnsbgpd::configure(dir, &opts)?;
+    d.token = Some(TOKEN.to_string());
     let mut api = format!("[api]\ntoken = \"{TOKEN}\"\n");
     if let Some(certs) = tls {
         api.push_str(&format!(
@@ -87,7 +88,6 @@ fn daemon(dir: &Path, tls: Option<&Path>) -> Result<Dnsbgpd> {
         return d.launch();
     }
     // The helper polls readiness over plain HTTP; over TLS, poll with ctl.
-    let mut d = d;
     let mut cmd = Command::new(common::binary());
     cmd.args(["run", "--config"]).arg(&d.config);
     d.process = Some(common::Process::spawn("dnsbgpd", cmd, &d.dir.join("dnsbgpd.log"))?);
@@ -112,44 +112,50 @@ fn every_subcommand_against_a_running_daemon() -> Result<()> {
     assert!(out.contains("routes 2,"), "{out}");
     assert!(out.lines().any(|l| l.starts_with("LIST ") && l.contains("ENTRIES")), "{out}");
     assert!(out.lines().any(|l| l.starts_with("vpn ") && l.ends_with("lists/vpn.txt")), "{out}");
-    let s = json(&["--api", &api, "status"])?;
+    let s = json(&["--api", &api, "--token", TOKEN, "status"])?;
     assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(s["routes"], 2);
 
+    // Reads need the token too (only status and metrics are open).
+    let err = fails(&["--api", &api, "routes"])?;
+    assert!(err.contains("401"), "{err}");
     // routes with each filter.
-    let out = ok(&["--api", &api, "routes"])?;
+    let out = ok(&["--api", &api, "--token", TOKEN, "routes"])?;
     let rows: Vec<&str> = out.lines().collect();
     assert!(rows[0].starts_with("PREFIX ") && rows[0].contains(" DOMAIN ") && rows[0].contains(" EXPIRES "), "{out}");
     assert!(rows.iter().any(|l| l.starts_with("198.51.100.10/32 ") && l.contains(" www.listed.test ")), "{out}");
     assert!(rows.iter().any(|l| l.starts_with("2001:db8::10/128 ")), "{out}");
     assert_eq!(rows.last(), Some(&"2 routes"), "{out}");
-    let out = ok(&["--api", &api, "routes", "--family", "6"])?;
+    let out = ok(&["--api", &api, "--token", TOKEN, "routes", "--family", "6"])?;
     assert!(out.contains("2001:db8::10/128") && !out.contains("198.51.100.10") && out.ends_with("1 routes\n"), "{out}");
-    let out = ok(&["--api", &api, "routes", "--list", "nope"])?;
+    let out = ok(&["--api", &api, "--token", TOKEN, "routes", "--list", "nope"])?;
     assert!(out.ends_with("0 routes\n"), "{out}");
-    let r = json(&["--api", &api, "routes", "--domain", "WWW.listed.test", "--family", "4"])?;
+    let r = json(&["--api", &api, "--token", TOKEN, "routes", "--domain", "WWW.listed.test", "--family", "4"])?;
     let r = r.as_array().context("routes array")?;
     assert_eq!(r.len(), 1, "{r:?}");
     assert_eq!(r[0]["prefix"], "198.51.100.10/32");
     assert_eq!(r[0]["list"], "vpn");
-    assert!(ctl(&["--api", &api, "routes", "--family", "5"])?.status.code() == Some(2), "usage error");
+    assert!(
+        ctl(&["--api", &api, "--token", TOKEN, "routes", "--family", "5"])?.status.code() == Some(2),
+        "usage error"
+    );
 
     // neighbors: the configured neighbor, not established.
-    let out = ok(&["--api", &api, "neighbors"])?;
+    let out = ok(&["--api", &api, "--token", TOKEN, "neighbors"])?;
     let rows: Vec<&str> = out.lines().collect();
     assert!(rows[0].starts_with("NAME ") && rows[0].contains(" STATE ") && rows[0].contains(" PREFIXES"), "{out}");
     let bird = rows.iter().find(|l| l.starts_with("bird1 ")).with_context(|| out.clone())?;
     assert!(bird.contains("127.0.0.1:") && bird.contains(" 65000 "), "{out}");
     assert!(["Idle", "Connect", "Active"].iter().any(|s| bird.contains(s)), "{out}");
-    let n = json(&["--api", &api, "neighbors"])?;
+    let n = json(&["--api", &api, "--token", TOKEN, "neighbors"])?;
     assert_eq!(n[0]["name"], "bird1");
     assert_eq!(n[0]["remote_as"], 65000);
 
     // sync-peers.
-    let out = ok(&["--api", &api, "sync-peers"])?;
+    let out = ok(&["--api", &api, "--token", TOKEN, "sync-peers"])?;
     assert!(out.starts_with("instance "), "{out}");
     assert!(out.lines().any(|l| l.starts_with("resolver-b ") && l.contains("http://127.0.0.1:")), "{out}");
-    let p = json(&["--api", &api, "sync-peers"])?;
+    let p = json(&["--api", &api, "--token", TOKEN, "sync-peers"])?;
     assert_eq!(p["peers"][0]["name"], "resolver-b");
 
     // reload needs the token: from the config, a flag or a file.
@@ -169,7 +175,7 @@ fn every_subcommand_against_a_running_daemon() -> Result<()> {
     })?;
 
     // The blocks API is not on this daemon yet: a clear error.
-    let o = ctl(&["--api", &api, "blocks"])?;
+    let o = ctl(&["--api", &api, "--token", TOKEN, "blocks"])?;
     if o.status.success() {
         assert!(stdout(&o).starts_with("KEY "), "{}", stdout(&o));
     } else {

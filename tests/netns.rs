@@ -115,7 +115,7 @@ fn dnsbgpd_in_a_namespace_peers_with_bird_on_the_host() -> Result<()> {
              [bgp]\nlocal_as = 65010\nrouter_id = \"{NS_V4}\"\n\n\
              [[bgp.neighbor]]\nname = \"bird\"\naddress = \"{HOST_V4}\"\nport = {}\nremote_as = 65000\n\
              connect_retry = \"200ms\"\nnext_hop_v6 = \"{NS_V6}\"\n\n\
-             [api]\nlisten = \"{api}\"\n",
+             [api]\nlisten = \"{api}\"\ntoken = \"netns-test-token-0123456789\"\n",
             socket.display(),
             bird.port()
         ),

@@ -48,7 +48,13 @@ fn mesh(tmp: &Path, names: &[&str], opts: &Options, sync: &str) -> Result<Vec<Dn
         conf.push_str(&text);
         std::fs::write(&node.config, conf)?;
     }
-    nodes.into_iter().map(Dnsbgpd::launch).collect()
+    nodes
+        .into_iter()
+        .map(|mut n| {
+            n.token = Some(TOKEN.to_string());
+            n.launch()
+        })
+        .collect()
 }
 
 fn instance_id(d: &Dnsbgpd) -> Result<String> {
@@ -80,7 +86,7 @@ fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )?;
     // The server may answer (413) and close before the whole body is written.
@@ -261,7 +267,13 @@ fn withdrawal_by_origin_propagates_unless_another_refreshes() -> Result<()> {
 #[test]
 fn hostile_pushes_are_rejected_and_counted() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let nodes = mesh(tmp.path(), &["a", "b"], &Options::default(), "")?;
+    // Pushes speak only for configured peers: the intruder is one (its url
+    // answers nothing), so its entries are judged one by one.
+    let intruder = format!(
+        "[[sync.peer]]\nname = \"intruder\"\nurl = \"http://127.0.0.1:{}\"\ntoken = \"{TOKEN}\"\ninstance = \"intruder-1\"\n",
+        common::free_port()
+    );
+    let nodes = mesh(tmp.path(), &["a", "b"], &Options::default(), &intruder)?;
     let (a, b) = (&nodes[0], &nodes[1]);
     let push = "/api/v1/sync/push";
     let now = now_ms();
@@ -393,7 +405,8 @@ fn https_between_peers() -> Result<()> {
     }
     let opts = Options::default();
     let a = Dnsbgpd::configure(&tmp.path().join("a"), &opts)?;
-    let b = Dnsbgpd::configure(&tmp.path().join("b"), &opts)?;
+    let mut b = Dnsbgpd::configure(&tmp.path().join("b"), &opts)?;
+    b.token = Some(TOKEN.to_string());
     let a_conf = std::fs::read_to_string(&a.config)?.replace(
         "[api]\n",
         &format!(

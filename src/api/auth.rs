@@ -1,9 +1,10 @@
-//! Bearer tokens on the API: `[api] token` guards every request that
-//! changes something.
+//! Bearer tokens on the API: with `[api] token` set, every request but
+//! `GET /metrics` and `GET /api/v1/status` (what monitoring reads) needs
+//! `Authorization: Bearer <token>`, compared in constant time.
 //!
-//! Safe methods (GET, HEAD) pass; any other needs `Authorization: Bearer
-//! <token>`, compared in constant time. The check runs before the handler,
-//! so a refused request reads no body and changes nothing.
+//! The check runs before the handler, so a refused request reads no body
+//! and changes nothing. The sync endpoints have their own token
+//! ([`crate::sync::server`]).
 
 use std::sync::Arc;
 
@@ -34,10 +35,15 @@ pub fn unauthorized() -> Response {
     r
 }
 
-/// Middleware: requests other than GET and HEAD need the token when one is set.
-pub async fn require_token_for_writes(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
-    let safe = req.method() == Method::GET || req.method() == Method::HEAD;
-    if !safe && !authorized(st.token.as_ref(), req.headers()) {
+/// Whether a request may go without the token: a read of `/metrics` or
+/// `/api/v1/status`.
+pub fn open(method: &Method, path: &str) -> bool {
+    (method == Method::GET || method == Method::HEAD) && (path == "/metrics" || path == "/api/v1/status")
+}
+
+/// Middleware: every request but [`open`] ones needs the token when one is set.
+pub async fn require_token(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    if !open(req.method(), req.uri().path()) && !authorized(st.token.as_ref(), req.headers()) {
         tracing::debug!(method = %req.method(), path = %req.uri().path(), "API request with a missing or wrong token");
         return unauthorized();
     }
@@ -59,5 +65,15 @@ mod tests {
         assert!(authorized(Some(&t), &h));
         h.insert(header::AUTHORIZATION, "Basic 0123456789abcdef".parse().unwrap());
         assert!(!authorized(Some(&t), &h));
+    }
+
+    #[test]
+    fn only_monitoring_reads_are_open() {
+        assert!(open(&Method::GET, "/metrics"));
+        assert!(open(&Method::HEAD, "/api/v1/status"));
+        assert!(!open(&Method::POST, "/api/v1/status"));
+        for path in ["/api/v1/routes", "/api/v1/neighbors", "/api/v1/blocks", "/api/v1/sync/peers", "/metrics/"] {
+            assert!(!open(&Method::GET, path), "{path}");
+        }
     }
 }

@@ -3,12 +3,15 @@
 //! Reads the route table, the current lists and the metrics registry; the
 //! only thing it changes is a reload request on the reload channel.
 //!
-//! With `[api] token` set, every request that changes something (any
-//! method but GET and HEAD) must carry `Authorization: Bearer <token>`
-//! ([`auth`]); without it the answer is 401 and nothing happens.
+//! With `[api] token` set, every request but `GET /metrics` and
+//! `GET /api/v1/status` must carry `Authorization: Bearer <token>`
+//! ([`auth`]); without it the answer is 401 and nothing happens. The
+//! listener itself ([`serve`]) checks the Host header, caps connections
+//! and requests per endpoint, and bounds how long each may take.
 
 pub mod auth;
 pub mod blocks;
+pub mod serve;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -59,8 +62,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/neighbors", get(neighbors))
         .route("/api/v1/blocks", get(blocks::list).post(blocks::add))
         .route("/api/v1/blocks/{*key}", axum::routing::delete(blocks::remove))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token_for_writes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
         .with_state(state)
+}
+
+/// `/metrics` alone, for `[api] metrics_listen`.
+pub fn metrics_router(state: Arc<ApiState>) -> Router {
+    Router::new().route("/metrics", get(metrics_text)).with_state(state)
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -191,14 +199,24 @@ impl RouteJson {
     }
 }
 
-/// Optional filters of `GET /api/v1/routes`.
-#[derive(Deserialize, Debug, Default)]
+/// Optional filters and paging of `GET /api/v1/routes`.
+#[derive(Deserialize, Debug, Default, Clone)]
 pub struct RouteFilter {
     pub list: Option<String>,
     pub domain: Option<String>,
     pub source: Option<String>,
     pub family: Option<u8>,
+    /// At most this many routes (a page; all without it).
+    pub limit: Option<usize>,
+    /// Only routes with addresses after this one (`198.51.100.7` or
+    /// `198.51.100.7/32`): the last address of the previous page.
+    pub after: Option<String>,
 }
+
+/// Routes copied from the table at a time while an answer streams.
+const ROUTES_CHUNK: usize = 16_384;
+/// The largest `limit` of one page.
+pub const MAX_ROUTES_PAGE: usize = 100_000;
 
 impl RouteFilter {
     fn keeps(&self, r: &Route) -> bool {
@@ -214,12 +232,76 @@ impl RouteFilter {
                     && self.source.as_deref().is_none_or(|s| a.source == Source::parse(s))
             })
     }
+
+    /// `after` as an address.
+    fn after_addr(&self) -> Result<Option<IpAddr>, String> {
+        let Some(text) = self.after.as_deref() else { return Ok(None) };
+        let addr = text.split_once('/').map_or(text, |(a, _)| a);
+        addr.parse().map(Some).map_err(|_| format!("after={text:?} is not an address (the last prefix of a page)"))
+    }
 }
 
-async fn routes(State(st): State<Arc<ApiState>>, Query(filter): Query<RouteFilter>) -> Response {
-    let snapshot = st.ingest.table().snapshot();
-    let body: Vec<RouteJson> = snapshot.iter().filter(|r| filter.keeps(r)).filter_map(RouteJson::from_route).collect();
-    Json(body).into_response()
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": message}))).into_response()
+}
+
+/// The routes as a JSON array, in address order, streamed page by page
+/// from the table (never the whole table copied at once). `?limit=N`
+/// makes it one page; the next starts `after` the last address.
+async fn routes(
+    State(st): State<Arc<ApiState>>,
+    query: Result<Query<RouteFilter>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let filter = match query {
+        Ok(Query(f)) => f,
+        Err(e) => return bad_request(format!("bad query: {}", e.body_text())),
+    };
+    let mut after = match filter.after_addr() {
+        Ok(a) => a,
+        Err(e) => return bad_request(e),
+    };
+    let mut left = match filter.limit {
+        Some(0) => return bad_request("limit must be at least 1".into()),
+        Some(n) => n.min(MAX_ROUTES_PAGE),
+        None => usize::MAX,
+    };
+    let table = st.ingest.table().clone();
+    let (tx, mut rx) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(2);
+    tokio::task::spawn_blocking(move || {
+        let mut first = true;
+        if tx.blocking_send(Ok(bytes::Bytes::from_static(b"["))).is_err() {
+            return;
+        }
+        loop {
+            let n = left.min(ROUTES_CHUNK);
+            let page = table.page(after, n, |r| filter.keeps(r));
+            let mut buf = Vec::with_capacity(page.len() * 256);
+            for r in &page {
+                if let Some(j) = RouteJson::from_route(r) {
+                    if !first {
+                        buf.push(b',');
+                    }
+                    first = false;
+                    if let Err(e) = serde_json::to_writer(&mut buf, &j) {
+                        let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+                        return;
+                    }
+                }
+            }
+            // The client went away (or the request timed out): stop.
+            if tx.blocking_send(Ok(buf.into())).is_err() {
+                return;
+            }
+            left -= page.len();
+            if page.len() < n || left == 0 {
+                break;
+            }
+            after = page.last().map(|r| r.addr);
+        }
+        let _ = tx.blocking_send(Ok(bytes::Bytes::from_static(b"]")));
+    });
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    ([(header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(stream)).into_response()
 }
 
 async fn neighbors(State(st): State<Arc<ApiState>>) -> Response {

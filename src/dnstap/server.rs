@@ -7,16 +7,24 @@
 //! rather than block), so a slow consumer never stalls resolution. A
 //! protocol error closes only its own connection, with a log line naming
 //! the peer and a metric.
+//!
+//! Nobody can hold the listeners: a connection must finish the handshake
+//! (reach START) within `handshake_timeout` and is closed after
+//! `idle_timeout` without a frame; at `max_connections` the connection
+//! idle the longest is closed to make room for the new one. The TCP
+//! listener serves only peers in `tcp_allow` (default loopback).
 
+use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,7 +39,57 @@ use crate::metrics::ListenerLabel;
 pub struct Server {
     pipeline: Arc<Pipeline>,
     max_frame: usize,
-    slots: Arc<Semaphore>,
+    max_connections: usize,
+    handshake_timeout: Duration,
+    idle_timeout: Duration,
+    tcp_allow: Arc<[ipnet::IpNet]>,
+    open: Arc<Registry>,
+}
+
+/// The open connections (of every listener), for making room at the cap.
+struct Registry {
+    started: Instant,
+    next_id: AtomicU64,
+    slots: Mutex<HashMap<u64, Arc<Slot>>>,
+}
+
+struct Slot {
+    /// When a frame last arrived (ms since the registry began; coarse: it
+    /// is updated by the connection's idle check, not per frame).
+    last_frame: AtomicU64,
+    close: CancellationToken,
+}
+
+impl Registry {
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Registers a connection; at `max` the longest-idle one is told to
+    /// close first (returned `true` then).
+    fn admit(&self, max: usize) -> (u64, Arc<Slot>, bool) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut evicted = false;
+        while slots.len() >= max {
+            let Some(id) =
+                slots.iter().min_by_key(|(id, s)| (s.last_frame.load(Ordering::Relaxed), **id)).map(|(id, _)| *id)
+            else {
+                break;
+            };
+            if let Some(s) = slots.remove(&id) {
+                s.close.cancel();
+                evicted = true;
+            }
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(Slot { last_frame: AtomicU64::new(self.now()), close: CancellationToken::new() });
+        slots.insert(id, slot.clone());
+        (id, slot, evicted)
+    }
+
+    fn leave(&self, id: u64) {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
 }
 
 /// Binds the unix socket: a stale socket file is removed, a live one (a
@@ -83,8 +141,36 @@ enum Phase {
 }
 
 impl Server {
+    /// A server with the default timeouts and a loopback-only TCP allow
+    /// list ([`Server::with_limits`] sets them).
     pub fn new(pipeline: Arc<Pipeline>, max_frame: usize, max_connections: usize) -> Server {
-        Server { pipeline, max_frame, slots: Arc::new(Semaphore::new(max_connections)) }
+        Server {
+            pipeline,
+            max_frame,
+            max_connections: max_connections.max(1),
+            handshake_timeout: crate::config::DEFAULT_DNSTAP_HANDSHAKE_TIMEOUT,
+            idle_timeout: crate::config::DEFAULT_DNSTAP_IDLE_TIMEOUT,
+            tcp_allow: Arc::from(loopback()),
+            open: Arc::new(Registry {
+                started: Instant::now(),
+                next_id: AtomicU64::new(0),
+                slots: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Sets `handshake_timeout`, `idle_timeout` and `tcp_allow`.
+    pub fn with_limits(mut self, handshake: Duration, idle: Duration, tcp_allow: &[ipnet::IpNet]) -> Server {
+        self.handshake_timeout = handshake;
+        self.idle_timeout = idle;
+        self.tcp_allow = Arc::from(tcp_allow);
+        self
+    }
+
+    /// Whether the TCP listener serves this peer.
+    pub fn tcp_allowed(&self, peer: std::net::IpAddr) -> bool {
+        let peer = crate::routes::canonical(peer);
+        self.tcp_allow.iter().any(|n| n.contains(&peer))
     }
 
     pub async fn serve_unix(
@@ -121,6 +207,12 @@ impl Server {
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    if !self.tcp_allowed(peer.ip()) {
+                        self.pipeline.metrics().reject("tcp_allow");
+                        warn!(%peer, "dnstap TCP connection from outside tcp_allow closed");
+                        drop(stream);
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     self.spawn(stream, format!("tcp:{peer}"), "tcp", &shutdown, &tracker);
                 }
@@ -138,23 +230,30 @@ impl Server {
     {
         let metrics = self.pipeline.metrics().clone();
         metrics.connections.get_or_create(&ListenerLabel { listener: kind.into() }).inc();
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+        let (id, slot, evicted) = self.open.admit(self.max_connections);
+        if evicted {
             metrics.reject("connection_limit");
-            warn!(peer = %peer, "dnstap connection refused: connection limit reached");
-            return;
-        };
+            warn!(peer = %peer, "dnstap connection limit reached: the longest-idle connection closes to make room");
+        }
         let server = self.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            let _permit = permit;
             metrics.connections_open.inc();
-            server.connection(stream, &peer, shutdown).await;
+            server.run(stream, &peer, shutdown, Some(&slot)).await;
             metrics.connections_open.dec();
+            server.open.leave(id);
         });
     }
 
     /// Runs one Frame Streams connection to its end.
     pub async fn connection<S>(&self, stream: S, peer: &str, shutdown: CancellationToken)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.run(stream, peer, shutdown, None).await
+    }
+
+    async fn run<S>(&self, stream: S, peer: &str, shutdown: CancellationToken, slot: Option<&Slot>)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -169,9 +268,53 @@ impl Server {
         // trips) for every frame.
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
+        let evicted = async {
+            match slot {
+                Some(s) => s.close.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(evicted);
+        // Timeouts without a timer per frame: the check wakes every
+        // quarter of the idle timeout and compares the frame count. It is
+        // polled before the stream so that a busy stream cannot starve it
+        // (the registry's idle time is updated there).
+        let opened = tokio::time::Instant::now();
+        let period = (self.idle_timeout / 4).max(Duration::from_millis(10));
+        let check = tokio::time::sleep(self.handshake_timeout.min(period));
+        tokio::pin!(check);
+        let (mut seen_frames, mut last_frame) = (0u64, opened);
         let close_reason = loop {
             let next = tokio::select! {
+                biased;
                 _ = &mut cancelled => break "shutdown",
+                _ = &mut evicted => break "connection limit",
+                _ = &mut check => {
+                    let now = tokio::time::Instant::now();
+                    if !matches!(phase, Phase::Started { .. }) {
+                        if now.duration_since(opened) >= self.handshake_timeout {
+                            metrics.reject("handshake_timeout");
+                            warn!(peer, timeout = ?self.handshake_timeout, "dnstap handshake not finished in time; closing");
+                            break "handshake timeout";
+                        }
+                    } else if frames != seen_frames {
+                        (seen_frames, last_frame) = (frames, now);
+                        if let Some(s) = slot {
+                            s.last_frame.store(self.open.now(), Ordering::Relaxed);
+                        }
+                    } else if now.duration_since(last_frame) >= self.idle_timeout {
+                        metrics.reject("idle_timeout");
+                        info!(peer, timeout = ?self.idle_timeout, "dnstap connection idle too long; closing");
+                        break "idle timeout";
+                    }
+                    let wait = if matches!(phase, Phase::Started { .. }) {
+                        period
+                    } else {
+                        (opened + self.handshake_timeout).saturating_duration_since(now).min(period)
+                    };
+                    check.as_mut().reset(now + wait.max(Duration::from_millis(1)));
+                    continue;
+                }
                 f = framed.next() => f,
             };
             let frame = match next {
@@ -213,6 +356,10 @@ impl Server {
                         break "error";
                     }
                     phase = Phase::Started { bidirectional: matches!(phase, Phase::Accepted) };
+                    last_frame = tokio::time::Instant::now();
+                    if let Some(s) = slot {
+                        s.last_frame.store(self.open.now(), Ordering::Relaxed);
+                    }
                     debug!(peer, "dnstap stream started");
                 }
                 (Frame::Control(c), Phase::Started { bidirectional }) if c.kind == ControlType::Stop => {
@@ -236,6 +383,13 @@ impl Server {
             debug!(peer, frames, reason = close_reason, "dnstap connection closed");
         }
     }
+}
+
+fn loopback() -> Vec<ipnet::IpNet> {
+    vec![
+        ipnet::IpNet::V4(ipnet::Ipv4Net::new(std::net::Ipv4Addr::LOCALHOST, 8).unwrap_or_default()),
+        ipnet::IpNet::V6(ipnet::Ipv6Net::new(std::net::Ipv6Addr::LOCALHOST, 128).unwrap_or_default()),
+    ]
 }
 
 fn content_types(c: &ControlFrame) -> Vec<String> {
@@ -368,6 +522,87 @@ mod tests {
         input.extend(&f[..f.len() - 3]);
         rejected(input, "truncated").await;
         rejected(b"\x00\x00\x00\x00\x00\x00\x00\x04\xde\xad\xbe\xef".to_vec(), "garbage").await;
+    }
+
+    /// A connection that never finishes the handshake, or goes silent
+    /// after START, is closed and counted.
+    #[tokio::test(start_paused = true)]
+    async fn handshake_and_idle_timeouts() {
+        for (input, reason) in [
+            (Vec::new(), "handshake_timeout"),
+            (
+                control_bytes(&ControlFrame::with_content_type(ControlType::Ready, DNSTAP_CONTENT_TYPE)).to_vec(),
+                "handshake_timeout",
+            ),
+            (
+                control_bytes(&ControlFrame::with_content_type(ControlType::Start, DNSTAP_CONTENT_TYPE)).to_vec(),
+                "idle_timeout",
+            ),
+        ] {
+            let (srv, metrics, _) = server();
+            let srv = srv.with_limits(Duration::from_secs(5), Duration::from_secs(600), &[]);
+            let (mut client, conn) = tokio::io::duplex(1 << 16);
+            client.write_all(&input).await.unwrap();
+            let started = tokio::time::Instant::now();
+            let task = tokio::spawn(async move { srv.connection(conn, "test", CancellationToken::new()).await });
+            tokio::time::timeout(Duration::from_secs(3600), task).await.expect("connection closed").unwrap();
+            let took = started.elapsed();
+            let limit = if reason == "idle_timeout" { Duration::from_secs(600) } else { Duration::from_secs(5) };
+            assert!(took >= limit && took <= limit + limit / 4 + Duration::from_millis(10), "{reason}: {took:?}");
+            let line = format!("dnsbgpd_dnstap_frames_rejected_total{{reason=\"{reason}\"}} 1");
+            assert!(metrics.encode().contains(&line), "{line} missing");
+            drop(client);
+        }
+    }
+
+    /// Frames keep a connection alive past the idle timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_connection_is_not_idle() {
+        let (srv, metrics, _) = server();
+        let srv = srv.with_limits(Duration::from_secs(5), Duration::from_secs(8), &[]);
+        let (mut client, conn) = tokio::io::duplex(1 << 20);
+        client
+            .write_all(&control_bytes(&ControlFrame::with_content_type(ControlType::Start, DNSTAP_CONTENT_TYPE)))
+            .await
+            .unwrap();
+        let task = tokio::spawn(async move { srv.connection(conn, "test", CancellationToken::new()).await });
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            client.write_all(&dns_frame()).await.unwrap();
+        }
+        assert!(!task.is_finished(), "closed while frames flowed");
+        tokio::time::timeout(Duration::from_secs(20), task).await.expect("closed once idle").unwrap();
+        assert!(metrics.encode().contains("dnsbgpd_dnstap_frames_rejected_total{reason=\"idle_timeout\"} 1"));
+    }
+
+    #[test]
+    fn at_the_cap_the_longest_idle_connection_makes_room() {
+        let (srv, _, _) = server();
+        let r = &srv.open;
+        let slots: Vec<_> = (0..8).map(|_| r.admit(8)).collect();
+        assert!(slots.iter().all(|(_, _, evicted)| !evicted));
+        for (i, (_, s, _)) in slots.iter().enumerate() {
+            s.last_frame.store(100 + i as u64, Ordering::Relaxed);
+        }
+        slots[3].1.last_frame.store(5, Ordering::Relaxed);
+        let (_, _, evicted) = r.admit(8);
+        assert!(evicted);
+        assert!(slots[3].1.close.is_cancelled());
+        assert_eq!(slots.iter().filter(|(_, s, _)| s.close.is_cancelled()).count(), 1);
+        assert_eq!(r.slots.lock().unwrap().len(), 8);
+    }
+
+    #[test]
+    fn tcp_allow_matches_canonical_addresses() {
+        let (srv, _, _) = server();
+        assert!(srv.tcp_allowed("127.0.0.9".parse().unwrap()));
+        assert!(srv.tcp_allowed("::1".parse().unwrap()));
+        assert!(srv.tcp_allowed("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!srv.tcp_allowed("198.51.100.7".parse().unwrap()));
+        let srv =
+            srv.with_limits(Duration::from_secs(1), Duration::from_secs(1), &["198.51.100.0/24".parse().unwrap()]);
+        assert!(srv.tcp_allowed("::ffff:198.51.100.7".parse().unwrap()));
+        assert!(!srv.tcp_allowed("127.0.0.1".parse().unwrap()));
     }
 
     #[tokio::test]

@@ -295,6 +295,14 @@ async fn pull(sync: &Arc<PeerSync>, peer: &Arc<PeerHandle>, conn: &mut Connectio
         if page.instance == **sync.id() {
             return Err("the peer url points at this instance".into());
         }
+        if let Some(want) = &peer.settings.instance
+            && page.instance != **want
+        {
+            return Err(format!(
+                "the peer answered as instance {:?}; its [[sync.peer]] instance is {want:?}",
+                crate::sync::protocol::truncate(&page.instance)
+            ));
+        }
         if known.as_deref() != Some(page.instance.as_str()) {
             adopt_instance(sync, peer, known.as_deref(), &page.instance);
             if known.is_some() {
@@ -433,6 +441,9 @@ async fn push_pending(sync: &Arc<PeerSync>, peer: &Arc<PeerHandle>, conn: &mut C
             *pushed = page.next;
             continue;
         }
+        // A receiver takes `next` only as the last change's sequence.
+        let mut page = page;
+        page.next = page.changes.last().map_or(page.next, |c| c.seq);
         let body = match serde_json::to_vec(&page) {
             Ok(b) => Bytes::from(b),
             Err(e) => {

@@ -42,6 +42,8 @@ pub struct RawPeer {
     name: Option<Spanned<String>>,
     token: Option<Spanned<String>>,
     token_file: Option<Spanned<PathBuf>>,
+    instance: Option<Spanned<String>>,
+    allow_insecure: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +85,15 @@ pub struct PeerSettings {
     pub base_path: String,
     /// What this instance presents to the peer.
     pub token: Secret,
+    /// The peer's instance id, when configured: its pages must carry it,
+    /// and only it may push as it. Without it the id is learned on first
+    /// contact (a pull) and pinned in the store.
+    pub instance: Option<Arc<str>>,
+}
+
+/// Whether `http://` to this host stays on the machine.
+fn loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 type Report<'a> = &'a mut dyn FnMut(Range<usize>, String);
@@ -202,6 +213,32 @@ pub fn validate(raw: Option<Spanned<RawSync>>, base: &Path, problem: Report<'_>)
             ok = false;
             continue;
         };
+        if !https && !loopback_host(&host) && p.allow_insecure != Some(true) {
+            problem(
+                p.url.span(),
+                format!(
+                    "peer url {:?} is plain http:// to another host: routes and the token would cross the \
+                     network in clear; use https:// (with ca_file) or set allow_insecure = true",
+                    p.url.get_ref()
+                ),
+            );
+            ok = false;
+        }
+        let instance = match &p.instance {
+            Some(i) if !super::protocol::valid_instance(i.get_ref()) => {
+                problem(i.span(), format!("instance {:?} must be 1-64 letters, digits, '.', '_' or '-'", i.get_ref()));
+                ok = false;
+                None
+            }
+            Some(i) => Some(Arc::<str>::from(i.get_ref().as_str())),
+            None => None,
+        };
+        if let (Some(i), Some(span)) = (&instance, p.instance.as_ref().map(Spanned::span))
+            && peers.iter().any(|q| q.instance.as_deref() == Some(&**i))
+        {
+            problem(span, format!("duplicate peer instance {i:?}"));
+            ok = false;
+        }
         if https && ca_file.is_none() {
             problem(
                 p.url.span(),
@@ -230,7 +267,17 @@ pub fn validate(raw: Option<Spanned<RawSync>>, base: &Path, problem: Report<'_>)
             problem(p.name.as_ref().map_or(p.url.span(), Spanned::span), format!("duplicate peer name {name:?}"));
             ok = false;
         }
-        peers.push(PeerSettings { name: Arc::from(name), url, https, host, port, authority, base_path, token });
+        peers.push(PeerSettings {
+            name: Arc::from(name),
+            url,
+            https,
+            host,
+            port,
+            authority,
+            base_path,
+            token,
+            instance,
+        });
     }
     let token = token?;
     ok.then_some(SyncSettings {
@@ -314,6 +361,29 @@ mod tests {
         assert!(err.0[0].message.contains("both tls_cert and tls_key"), "{err}");
         let err = parse(dir.path(), "[api]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n").unwrap_err();
         assert!(err.0[0].message.contains("c.pem"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_beyond_loopback_and_instances() {
+        let dir = tempfile::tempdir().unwrap();
+        let peer = |url: &str, extra: &str| {
+            parse(
+                dir.path(),
+                &format!("[sync]\ntoken = \"{TOKEN}\"\n[[sync.peer]]\nurl = \"{url}\"\ntoken = \"{TOKEN}\"\n{extra}"),
+            )
+        };
+        let err = peer("http://192.0.2.7:9153", "").unwrap_err();
+        assert_eq!(err.0[0].line, 6, "{err}");
+        assert!(err.0[0].message.contains("allow_insecure"), "{err}");
+        assert!(peer("http://peer.example:9153", "").is_err());
+        assert!(peer("http://192.0.2.7:9153", "allow_insecure = true\n").is_ok());
+        for ok in ["http://127.0.0.1:9153", "http://[::1]:9153", "http://localhost:9153"] {
+            assert!(peer(ok, "").is_ok(), "{ok}");
+        }
+        let s = peer("http://127.0.0.1:9153", "instance = \"b-1\"\n").unwrap();
+        assert_eq!(s.sync.unwrap().peers[0].instance.as_deref(), Some("b-1"));
+        let err = peer("http://127.0.0.1:9153", "instance = \"b 1\"\n").unwrap_err();
+        assert_eq!(err.0[0].line, 8, "{err}");
     }
 
     #[test]

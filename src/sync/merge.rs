@@ -118,6 +118,11 @@ impl Merger {
         o
     }
 
+    /// How many origins have state here (cursors in memory).
+    pub fn origins(&self) -> usize {
+        lock(&self.origins).len()
+    }
+
     /// The cursor for an origin (0: nothing applied yet).
     pub fn cursor(&self, origin: &str) -> u64 {
         lock(&self.origin(origin)).cursor
@@ -280,6 +285,21 @@ pub fn check(page: &Page) -> Result<(), String> {
     super::protocol::check_page(page, MAX_PAGE)
 }
 
+/// What a push must also satisfy: `next` is its last change's sequence
+/// (`since` when it has none), so the cursor never moves past changes the
+/// push did not carry.
+pub fn check_push(page: &Page) -> Result<(), String> {
+    let last = page.changes.last().map_or(page.since, |c| c.seq);
+    if page.next != last {
+        return Err(format!(
+            "next ({}) must be the sequence of the page's last change ({last}); a push cannot move the cursor past \
+             changes it does not carry",
+            page.next
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -339,6 +359,16 @@ mod tests {
 
     fn rejected(m: &SyncMetrics, reason: Reason) -> u64 {
         m.rejected.get_or_create(&crate::metrics::ReasonLabel { reason: reason.as_str().into() }).get()
+    }
+
+    #[test]
+    fn a_push_cannot_inflate_next() {
+        let a = change(3, "198.51.100.1", &[("www.listed.test", 60_000)]);
+        assert!(check_push(&page(2, 3, false, false, vec![a.clone()])).is_ok());
+        assert!(check_push(&page(2, 2, false, false, vec![])).is_ok());
+        let err = check_push(&page(2, 900, false, false, vec![a])).unwrap_err();
+        assert!(err.contains("next (900)"), "{err}");
+        assert!(check_push(&page(2, 9, false, false, vec![])).is_err(), "an empty push moving the cursor");
     }
 
     #[tokio::test(start_paused = true)]

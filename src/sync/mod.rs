@@ -155,7 +155,13 @@ impl PeerSync {
         };
         let mut peers = Vec::new();
         for p in &settings.peers {
-            let instance = log.peer_instance(&p.url)?;
+            let learned = log.peer_instance(&p.url)?;
+            if let (Some(want), Some(had)) = (&p.instance, &learned)
+                && **want != **had
+            {
+                warn!(peer = %p.name, configured = %want, learned = %had, "the configured instance id replaces the learned one");
+            }
+            let instance = p.instance.as_deref().map(String::from).or(learned);
             peers.push(Arc::new(PeerHandle {
                 settings: p.clone(),
                 status: Mutex::new(PeerStatus { instance, ..PeerStatus::default() }),
@@ -227,6 +233,22 @@ impl PeerSync {
             if known.as_deref().is_none_or(|k| k == instance) {
                 p.wake_pull.notify_one();
             }
+        }
+    }
+
+    /// Whether a push may speak for `instance`: it is a configured peer's
+    /// id (`[[sync.peer]] instance`, or learned from its answers and
+    /// pinned in the store). Anything else is refused before it can reach
+    /// the merger, so invented ids never become origins here.
+    pub fn may_speak_for(&self, instance: &str) -> bool {
+        self.peers.iter().any(|p| p.instance().as_deref() == Some(instance))
+    }
+
+    /// Wakes the pull loops of peers whose id is not known yet (a push
+    /// from an unknown id may be one of them making first contact).
+    pub fn wake_unidentified_pulls(&self) {
+        for p in self.peers.iter().filter(|p| p.instance().is_none()) {
+            p.wake_pull.notify_one();
         }
     }
 

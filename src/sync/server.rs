@@ -4,7 +4,8 @@
 //!   change log (token required);
 //! * `POST /api/v1/sync/push` — a page from a peer (token required; body
 //!   limited to `max_body`, 413 beyond);
-//! * `GET /api/v1/sync/peers` — the state of every configured peer.
+//! * `GET /api/v1/sync/peers` — the state of every configured peer (the
+//!   API token required, or the sync token when the API has none).
 //!
 //! The token is checked (in constant time) before the body is read. A body
 //! that is not a well-formed page is a 400 with a message; entries that
@@ -34,15 +35,28 @@ const MIN_PAGE_BYTES: usize = 64 << 10;
 use super::merge::{self, Via};
 use super::metrics::SyncMetrics;
 use super::protocol::{ErrorReply, Page, PushReply, truncate, valid_instance};
+use crate::values::Secret;
 
-/// The sync routes, to merge into the API router.
-pub fn router(sync: Arc<PeerSync>) -> Router {
+/// The sync routes, to merge into the API router. `api_token` is the
+/// `[api] token`, which guards `/api/v1/sync/peers` when set.
+pub fn router(sync: Arc<PeerSync>, api_token: Option<Secret>) -> Router {
     let authenticated = Router::new()
         .route("/api/v1/sync/changes", get(changes))
         .route("/api/v1/sync/push", post(push))
         .layer(DefaultBodyLimit::max(sync.settings.max_body))
         .route_layer(middleware::from_fn_with_state(sync.clone(), authenticate));
-    Router::new().route("/api/v1/sync/peers", get(peers)).merge(authenticated).with_state(sync)
+    let view_token = api_token.unwrap_or_else(|| sync.settings.token.clone());
+    let view = Router::new()
+        .route("/api/v1/sync/peers", get(peers))
+        .route_layer(middleware::from_fn_with_state(Arc::new(view_token), authenticate_view));
+    view.merge(authenticated).with_state(sync)
+}
+
+async fn authenticate_view(State(token): State<Arc<Secret>>, req: Request, next: Next) -> Response {
+    if !token.matches(crate::api::auth::bearer(req.headers())) {
+        return crate::api::auth::unauthorized();
+    }
+    next.run(req).await
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -133,6 +147,25 @@ async fn push(State(sync): State<Arc<PeerSync>>, body: Result<Bytes, BytesReject
         }
     };
     if let Err(e) = merge::check(&page) {
+        sync.metrics.reject_request("page");
+        return error(StatusCode::BAD_REQUEST, format!("invalid page: {e}"));
+    }
+    // The credential speaks for the configured peers only: another origin
+    // is refused before the merger sees it (no cursor, no origin state).
+    if !sync.may_speak_for(&page.instance) {
+        sync.metrics.reject_request("instance");
+        sync.wake_unidentified_pulls();
+        warn!(instance = %truncate(&page.instance), "push for an instance that is not a known peer refused");
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "instance {:?} is not a peer of this instance: set [[sync.peer]] instance, or let this instance \
+                 pull from it first",
+                truncate(&page.instance)
+            ),
+        );
+    }
+    if let Err(e) = merge::check_push(&page) {
         sync.metrics.reject_request("page");
         return error(StatusCode::BAD_REQUEST, format!("invalid page: {e}"));
     }

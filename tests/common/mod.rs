@@ -50,7 +50,7 @@ pub fn http(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String)>
 pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &str) -> Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: test\r\nContent-Length: {}\r\n", body.len());
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n", body.len());
     for h in headers {
         head.push_str(h);
         head.push_str("\r\n");
@@ -107,6 +107,9 @@ pub struct Dnsbgpd {
     pub api: SocketAddr,
     pub tcp: Option<SocketAddr>,
     pub process: Option<Process>,
+    /// Sent as `Authorization: Bearer` by [`Dnsbgpd::get_json`] (the API
+    /// token, or the sync token for `/api/v1/sync/peers`).
+    pub token: Option<String>,
     starts: u32,
 }
 
@@ -152,7 +155,7 @@ impl Dnsbgpd {
         conf.push_str(&opts.extra_config);
         let config = dir.join("dnsbgpd.toml");
         std::fs::write(&config, conf)?;
-        Ok(Dnsbgpd { dir, config, socket, store, api, tcp, process: None, starts: 0 })
+        Ok(Dnsbgpd { dir, config, socket, store, api, tcp, process: None, token: None, starts: 0 })
     }
 
     /// Starts the process and waits until the API says ready.
@@ -208,7 +211,14 @@ impl Dnsbgpd {
     }
 
     pub fn get_json(&self, path: &str) -> Result<Value> {
-        let (code, body) = http(self.api, "GET", path)?;
+        let auth = self.token.as_ref().map(|t| format!("Authorization: Bearer {t}"));
+        let (code, body) = request(
+            self.api,
+            "GET",
+            path,
+            auth.as_slice().iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
+            "",
+        )?;
         if code != 200 {
             bail!("GET {path}: {code} {body}");
         }
