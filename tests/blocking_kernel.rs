@@ -566,3 +566,133 @@ fn dnsbgpd_restart_with_keep_on_exit() -> Result<()> {
     assert!(block(&d, "127.0.8.9")?.is_none());
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Benchmark tools (not tests: no timing assertions, ignored by default).
+// Run: cargo test --release --test blocking_kernel bench_ -- --ignored --nocapture --test-threads=1
+// Figures in BENCHMARKS.md ("Kernel filter").
+// ---------------------------------------------------------------------------------------------
+
+/// CPU time (utime + stime) of `pid`, in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat.rsplit_once(')').context("stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    // SAFETY: sysconf has no side effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / hz)
+}
+
+/// Sends `n` queries as fast as one socket can from `from` (answers
+/// ignored); returns the time it took.
+fn flood(from: IpAddr, port: u16, n: u32) -> Result<Duration> {
+    let sock = UdpSocket::bind(SocketAddr::new(from, 0))?;
+    sock.set_nonblocking(true)?;
+    let to = SocketAddr::new(ip("127.0.0.1"), port);
+    let q = query(7, peers::WWW_LISTED, 1);
+    let t0 = Instant::now();
+    let mut buf = [0u8; 512];
+    for _ in 0..n {
+        let _ = sock.send_to(&q, to);
+        while sock.recv(&mut buf).is_ok() {}
+    }
+    Ok(t0.elapsed())
+}
+
+#[test]
+#[ignore = "benchmark tool"]
+fn bench_crossing_to_drop_and_sustained_attack() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let rules = "[blocking]\n[[blocking.rule]]\nname = \"qps\"\nkind = \"query_rate\"\nrate = 50\nwindow = \"1s\"\n\
+                 duration = \"2s\"\n";
+    let Some((_nsd, d, ub)) = start(tmp.path(), rules, "")? else { return Ok(()) };
+    let port = ub.port;
+    let mut lat = Vec::new();
+    for round in 0..5 {
+        let from = ip(&format!("127.0.10.{}", round + 1));
+        let sent = attack(from, port, 300, Duration::from_secs(2), peers::WWW_LISTED)?;
+        let crossing = sent[50].0;
+        let last = sent.iter().filter(|s| s.1).map(|s| s.0).max().unwrap_or_default();
+        lat.push(last.saturating_sub(crossing));
+    }
+    eprintln!("crossing -> last answered query (default evaluate_interval 100ms), 5 runs: {lat:?}");
+    let sent = attack(ip("127.0.11.1"), port, 300, Duration::from_secs(30), peers::WWW_LISTED)?;
+    let crossing = sent[50].0;
+    let leaked = sent.iter().filter(|s| s.1 && s.0 > crossing + Duration::from_millis(300)).count();
+    let answered = sent.iter().filter(|s| s.1).count();
+    eprintln!(
+        "30 s at 300 q/s (6x the rate): {} sent, {answered} answered, {leaked} answered after crossing + 300 ms",
+        sent.len()
+    );
+    let b = block(&d, "127.0.11.1")?;
+    eprintln!("block at the end: {:?}", b.map(|b| b["hits"].clone()));
+    Ok(())
+}
+
+#[test]
+#[ignore = "benchmark tool"]
+fn bench_unbound_cpu_under_flood() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let Some((_nsd, d, ub)) = start(tmp.path(), "[blocking]\n", "")? else { return Ok(()) };
+    let port = ub.port;
+    let n = 200_000;
+    for blocked in [false, true, false, true] {
+        if blocked {
+            post(&d, r#"{"key": "127.0.12.1", "duration": "10m"}"#)?;
+        }
+        let c0 = cpu_seconds(ub.pid())?;
+        let took = flood(ip("127.0.12.1"), port, n)?;
+        std::thread::sleep(Duration::from_millis(300));
+        let c1 = cpu_seconds(ub.pid())?;
+        eprintln!(
+            "{n} queries in {took:?} from {} source: unbound used {:.2} CPU-s",
+            if blocked { "a blocked" } else { "an unblocked" },
+            c1 - c0
+        );
+        if blocked {
+            delete(&d, "127.0.12.1")?;
+        }
+    }
+    Ok(())
+}
+
+/// Without privileges (dnsbgpd as `nobody`, no capabilities): a clear
+/// error, blocking down in status and metrics, routes keep working.
+#[test]
+fn without_privileges_blocking_is_down_and_routes_work() -> Result<()> {
+    if !require_root() || !peers::require(peers::UNBOUND_BINS) || !peers::require(&["setpriv"]) {
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir()?;
+    let nsd = Nsd::start(tmp.path())?;
+    let socket_dir = tmp.path().join("dnsbgpd");
+    let mut ub = Resolver::configure(tmp.path(), nsd.port(), &socket_dir.join("dnstap.sock"))?;
+    let extra =
+        format!("[blocking]\n[blocking.attach]\npid_file = \"{}\"\nport = {}\n", ub.pid_file().display(), ub.port);
+    let d = Dnsbgpd::configure(tmp.path(), &Options { extra_config: extra, ..Options::default() })?;
+    // Everything the unprivileged daemon writes must be writable for it.
+    Command::new("chmod").args(["-R", "a+rwX"]).arg(tmp.path()).status()?;
+    let mut cmd = Command::new(peers::find_bin("setpriv").context("setpriv")?);
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(common::binary())
+        .args(["run", "--config"])
+        .arg(&d.config);
+    let _p = Process::spawn("dnsbgpd-nobody", cmd, &tmp.path().join("nobody.log"))?;
+    let status = wait_for(Duration::from_secs(20), "dnsbgpd (unprivileged) ready", || {
+        Ok(common::http(d.api, "GET", "/api/v1/status").ok().filter(|r| r.0 == 200).map(|r| r.1))
+    })
+    .map_err(|e| {
+        anyhow::anyhow!("{e:#}\n{}", std::fs::read_to_string(tmp.path().join("nobody.log")).unwrap_or_default())
+    })?;
+    let status: Value = serde_json::from_str(&status)?;
+    assert_eq!(status["blocking"]["up"], false, "{status}");
+    let errors = status["blocking"]["errors"].to_string();
+    assert!(errors.contains("blocking is down") && errors.contains("CAP_BPF"), "a clear error: {errors}");
+    assert_eq!(d.metric("dnsbgpd_blocking_filter_up")?, 0.0);
+    // Routes keep working.
+    ub.start()?;
+    let _ = ask(ip("127.0.0.1"), ub.port, peers::WWW_LISTED, Duration::from_secs(1))?;
+    d.wait_route(&format!("{}/32", peers::WWW_LISTED_V4), ARRIVE)?;
+    Ok(())
+}
