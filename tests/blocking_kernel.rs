@@ -54,6 +54,8 @@ struct Resolver {
     conf: PathBuf,
     port: u16,
     starts: u32,
+    /// cgroup v2 directory each start moves unbound into.
+    cgroup: Option<PathBuf>,
 }
 
 impl Resolver {
@@ -81,7 +83,7 @@ impl Resolver {
         }
         let path = dir.join("unbound.conf");
         std::fs::write(&path, conf)?;
-        Ok(Resolver { proc: None, dir, conf: path, port, starts: 0 })
+        Ok(Resolver { proc: None, dir, conf: path, port, starts: 0, cgroup: None })
     }
 
     fn pid_file(&self) -> PathBuf {
@@ -91,8 +93,23 @@ impl Resolver {
     fn start(&mut self) -> Result<()> {
         self.starts += 1;
         let bin = peers::find_bin("unbound").context("unbound")?;
-        let mut cmd = Command::new(bin);
-        cmd.arg("-d").arg("-c").arg(&self.conf);
+        let cmd = match &self.cgroup {
+            Some(cg) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(r#"echo $$ > "$1/cgroup.procs" && exec "$2" -d -c "$3""#)
+                    .arg("sh")
+                    .arg(cg)
+                    .arg(&bin)
+                    .arg(&self.conf);
+                c
+            }
+            None => {
+                let mut c = Command::new(bin);
+                c.arg("-d").arg("-c").arg(&self.conf);
+                c
+            }
+        };
         let p = Process::spawn("unbound", cmd, &self.dir.join(format!("unbound.{}.log", self.starts)))?;
         self.proc = Some(p);
         let port = self.port;
@@ -117,24 +134,42 @@ impl Resolver {
 /// here) and unbound, started in the order that lets unbound find dnsbgpd's
 /// dnstap socket.
 fn start(tmp: &Path, blocking: &str, attach_extra: &str) -> Result<Option<(Nsd, Dnsbgpd, Resolver)>> {
+    start_in(tmp, blocking, attach_extra, None)
+}
+
+/// [`start`], with unbound in the cgroup `cgroup` and the filter attached
+/// there (`mode = "cgroup"`) when given.
+fn start_in(
+    tmp: &Path,
+    blocking: &str,
+    attach_extra: &str,
+    cgroup: Option<&Path>,
+) -> Result<Option<(Nsd, Dnsbgpd, Resolver)>> {
     if !require_root() || !peers::require(peers::UNBOUND_BINS) {
         return Ok(None);
     }
     let nsd = Nsd::start(tmp)?;
     let socket_dir = tmp.join("dnsbgpd");
     let mut ub = Resolver::configure(tmp, nsd.port(), &socket_dir.join("dnstap.sock"))?;
+    ub.cgroup = cgroup.map(Path::to_path_buf);
+    let mode = match cgroup {
+        Some(cg) => format!("mode = \"cgroup\"\ncgroup = \"{}\"\n", cg.display()),
+        None => String::new(),
+    };
     let extra = format!(
-        "{blocking}\n[blocking.attach]\npid_file = \"{}\"\nport = {}\nrescan_interval = \"100ms\"\n{attach_extra}\n",
+        "{blocking}\n[blocking.attach]\npid_file = \"{}\"\nport = {}\nrescan_interval = \"100ms\"\n{mode}{attach_extra}\n",
         ub.pid_file().display(),
         ub.port
     );
     let d = Dnsbgpd::start(tmp, &Options { extra_config: extra, ..Options::default() })?;
     ub.start()?;
-    // Attached to every socket: 2 UDP + 2 TCP listeners per address.
+    // Attached to every socket: 2 UDP + 2 TCP listeners per address (or
+    // to the cgroup).
+    let in_cgroup = cgroup.is_some();
     wait_for(Duration::from_secs(5), "the filter on unbound's sockets", || {
         let s = d.get_json("/api/v1/status")?;
         let n = s["blocking"]["sockets"].as_array().map_or(0, Vec::len);
-        Ok((n >= 8).then_some(()))
+        Ok((if in_cgroup { s["blocking"]["up"] == true } else { n >= 8 }).then_some(()))
     })
     .map_err(|e| {
         anyhow::anyhow!("{e:#}\nstatus: {:?}\nlog:\n{}", d.get_json("/api/v1/status").ok(), common::tail(&d.log(), 30))
@@ -694,5 +729,53 @@ fn without_privileges_blocking_is_down_and_routes_work() -> Result<()> {
     ub.start()?;
     let _ = ask(ip("127.0.0.1"), ub.port, peers::WWW_LISTED, Duration::from_secs(1))?;
     d.wait_route(&format!("{}/32", peers::WWW_LISTED_V4), ARRIVE)?;
+    Ok(())
+}
+
+/// A cgroup v2 directory made for the test, removed on drop (after the
+/// processes in it are gone: declare it before them).
+struct TestCgroup(PathBuf);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// `mode = "cgroup"`: the cgroup_skb program on unbound's cgroup drops a
+/// blocked source and name, passes unbound's upstream traffic (it still
+/// resolves), and covers the sockets of a restarted unbound with no rescan.
+#[test]
+fn cgroup_mode_drops_and_covers_a_restarted_resolver() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let root = dnsbgpd::blocking::attach::cgroup2_mount();
+    let cg = TestCgroup(root.join(format!("dnsbgpd-test-{}", std::process::id())));
+    if let Err(e) = std::fs::create_dir(&cg.0) {
+        if ci() {
+            bail!("CI=true and no cgroup v2 directory can be made under {}: {e}", root.display());
+        }
+        eprintln!("SKIP: cannot make a cgroup under {}: {e}", root.display());
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir()?;
+    let Some((_nsd, d, mut ub)) = start_in(tmp.path(), "[blocking]\n", "", Some(&cg.0))? else { return Ok(()) };
+    let port = ub.port;
+    let status = d.get_json("/api/v1/status")?;
+    assert_eq!(status["blocking"]["mode"], "cgroup", "{status}");
+    assert_eq!(status["blocking"]["cgroup"], cg.0.display().to_string(), "{status}");
+    post(&d, r#"{"key": "127.0.13.1", "duration": "10m"}"#)?;
+    post(&d, r#"{"key": "suffix:other.test", "duration": "10m"}"#)?;
+    assert_eq!(answered_of("127.0.13.1", port, peers::WWW_LISTED, 1, 16)?, 0, "blocked source");
+    assert_eq!(answered_of("127.0.13.2", port, peers::WWW_OTHER, 1, 16)?, 0, "blocked suffix");
+    // Not cached yet: unbound must reach nsd, whose answers enter the same
+    // cgroup on another port.
+    assert_eq!(answered_of("127.0.13.2", port, peers::EDGE_LISTED, 1, 16)?, 16, "resolution still works");
+    ub.stop();
+    ub.start()?;
+    assert_eq!(answered_of("127.0.13.1", port, peers::WWW_LISTED, 1, 16)?, 0, "blocked on the new sockets at once");
+    assert_eq!(answered_of("127.0.13.3", port, peers::WWW_LISTED, 1, 16)?, 16);
+    ub.stop();
     Ok(())
 }
