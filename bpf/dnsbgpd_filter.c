@@ -64,6 +64,17 @@ struct name_key {
 	__u32 pad;  // zero
 };
 
+// One per name (hash + length) that has any entry: a bitmask of the
+// (kind, qtype-specific or ANY) combinations present, so that a name with
+// no entry costs one lookup per suffix instead of four.
+struct suffix_key {
+	__u64 hash;
+	__u8 len;
+	__u8 pad[7]; // zero
+};
+
+#define HAS(kind, specific) (1u << (((kind) - 1) * 2 + (specific)))
+
 struct lpm_v4 {
 	__u32 prefixlen;
 	__u8 addr[4];
@@ -132,6 +143,13 @@ struct {
 	__type(key, struct name_key);
 	__type(value, struct entry);
 } names SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct suffix_key);
+	__type(value, __u32);
+} suffixes SEC(".maps");
 
 // Userspace only: the presentation text of each name entry (the kernel map
 // holds hashes), so that a restarted dnsbgpd that reuses pinned maps can
@@ -362,20 +380,26 @@ static long lookup_suffix(__u64 index, void *arg)
 	__u8 len = c->namelen - s->off[k];
 	__u16 q = c->qtype;
 	int v;
+	struct suffix_key sk = { .hash = h, .len = len };
+	__u32 *present = bpf_map_lookup_elem(&suffixes, &sk);
+	if (!present)
+		return 0;
+	__u32 m = *present;
+	int specific = q != QTYPE_ANY;
 	if (k == 0) {
-		if (q != QTYPE_ANY && (v = lookup_name(c, h, len, KIND_EXACT, q)) >= 0)
+		if (specific && (m & HAS(KIND_EXACT, 1)) && (v = lookup_name(c, h, len, KIND_EXACT, q)) >= 0)
 			goto found_exact;
-		if ((v = lookup_name(c, h, len, KIND_EXACT, QTYPE_ANY)) >= 0)
+		if ((m & HAS(KIND_EXACT, 0)) && (v = lookup_name(c, h, len, KIND_EXACT, QTYPE_ANY)) >= 0)
 			goto found_exact;
 	} else {
-		if (q != QTYPE_ANY && (v = lookup_name(c, h, len, KIND_BELOW, q)) >= 0)
+		if (specific && (m & HAS(KIND_BELOW, 1)) && (v = lookup_name(c, h, len, KIND_BELOW, q)) >= 0)
 			goto found_suffix;
-		if ((v = lookup_name(c, h, len, KIND_BELOW, QTYPE_ANY)) >= 0)
+		if ((m & HAS(KIND_BELOW, 0)) && (v = lookup_name(c, h, len, KIND_BELOW, QTYPE_ANY)) >= 0)
 			goto found_suffix;
 	}
-	if (q != QTYPE_ANY && (v = lookup_name(c, h, len, KIND_SUFFIX, q)) >= 0)
+	if (specific && (m & HAS(KIND_SUFFIX, 1)) && (v = lookup_name(c, h, len, KIND_SUFFIX, q)) >= 0)
 		goto found_suffix;
-	if ((v = lookup_name(c, h, len, KIND_SUFFIX, QTYPE_ANY)) >= 0)
+	if ((m & HAS(KIND_SUFFIX, 0)) && (v = lookup_name(c, h, len, KIND_SUFFIX, QTYPE_ANY)) >= 0)
 		goto found_suffix;
 	return 0;
 found_exact:

@@ -54,6 +54,8 @@ struct Resolver {
     conf: PathBuf,
     port: u16,
     starts: u32,
+    /// cgroup v2 directory each start moves unbound into.
+    cgroup: Option<PathBuf>,
 }
 
 impl Resolver {
@@ -81,7 +83,7 @@ impl Resolver {
         }
         let path = dir.join("unbound.conf");
         std::fs::write(&path, conf)?;
-        Ok(Resolver { proc: None, dir, conf: path, port, starts: 0 })
+        Ok(Resolver { proc: None, dir, conf: path, port, starts: 0, cgroup: None })
     }
 
     fn pid_file(&self) -> PathBuf {
@@ -91,8 +93,23 @@ impl Resolver {
     fn start(&mut self) -> Result<()> {
         self.starts += 1;
         let bin = peers::find_bin("unbound").context("unbound")?;
-        let mut cmd = Command::new(bin);
-        cmd.arg("-d").arg("-c").arg(&self.conf);
+        let cmd = match &self.cgroup {
+            Some(cg) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(r#"echo $$ > "$1/cgroup.procs" && exec "$2" -d -c "$3""#)
+                    .arg("sh")
+                    .arg(cg)
+                    .arg(&bin)
+                    .arg(&self.conf);
+                c
+            }
+            None => {
+                let mut c = Command::new(bin);
+                c.arg("-d").arg("-c").arg(&self.conf);
+                c
+            }
+        };
         let p = Process::spawn("unbound", cmd, &self.dir.join(format!("unbound.{}.log", self.starts)))?;
         self.proc = Some(p);
         let port = self.port;
@@ -117,24 +134,42 @@ impl Resolver {
 /// here) and unbound, started in the order that lets unbound find dnsbgpd's
 /// dnstap socket.
 fn start(tmp: &Path, blocking: &str, attach_extra: &str) -> Result<Option<(Nsd, Dnsbgpd, Resolver)>> {
+    start_in(tmp, blocking, attach_extra, None)
+}
+
+/// [`start`], with unbound in the cgroup `cgroup` and the filter attached
+/// there (`mode = "cgroup"`) when given.
+fn start_in(
+    tmp: &Path,
+    blocking: &str,
+    attach_extra: &str,
+    cgroup: Option<&Path>,
+) -> Result<Option<(Nsd, Dnsbgpd, Resolver)>> {
     if !require_root() || !peers::require(peers::UNBOUND_BINS) {
         return Ok(None);
     }
     let nsd = Nsd::start(tmp)?;
     let socket_dir = tmp.join("dnsbgpd");
     let mut ub = Resolver::configure(tmp, nsd.port(), &socket_dir.join("dnstap.sock"))?;
+    ub.cgroup = cgroup.map(Path::to_path_buf);
+    let mode = match cgroup {
+        Some(cg) => format!("mode = \"cgroup\"\ncgroup = \"{}\"\n", cg.display()),
+        None => String::new(),
+    };
     let extra = format!(
-        "{blocking}\n[blocking.attach]\npid_file = \"{}\"\nport = {}\nrescan_interval = \"100ms\"\n{attach_extra}\n",
+        "{blocking}\n[blocking.attach]\npid_file = \"{}\"\nport = {}\nrescan_interval = \"100ms\"\n{mode}{attach_extra}\n",
         ub.pid_file().display(),
         ub.port
     );
     let d = Dnsbgpd::start(tmp, &Options { extra_config: extra, ..Options::default() })?;
     ub.start()?;
-    // Attached to every socket: 2 UDP + 2 TCP listeners per address.
+    // Attached to every socket: 2 UDP + 2 TCP listeners per address (or
+    // to the cgroup).
+    let in_cgroup = cgroup.is_some();
     wait_for(Duration::from_secs(5), "the filter on unbound's sockets", || {
         let s = d.get_json("/api/v1/status")?;
         let n = s["blocking"]["sockets"].as_array().map_or(0, Vec::len);
-        Ok((n >= 8).then_some(()))
+        Ok((if in_cgroup { s["blocking"]["up"] == true } else { n >= 8 }).then_some(()))
     })
     .map_err(|e| {
         anyhow::anyhow!("{e:#}\nstatus: {:?}\nlog:\n{}", d.get_json("/api/v1/status").ok(), common::tail(&d.log(), 30))
@@ -564,5 +599,183 @@ fn dnsbgpd_restart_with_keep_on_exit() -> Result<()> {
     let b = block(&d, "127.0.8.8")?.context("still listed after the restart")?;
     assert!(b["hits"].as_u64().unwrap_or(0) >= 300, "kernel hits kept across the restart: {b}");
     assert!(block(&d, "127.0.8.9")?.is_none());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Benchmark tools (not tests: no timing assertions, ignored by default).
+// Run: cargo test --release --test blocking_kernel bench_ -- --ignored --nocapture --test-threads=1
+// Figures in BENCHMARKS.md ("Kernel filter").
+// ---------------------------------------------------------------------------------------------
+
+/// CPU time (utime + stime) of `pid`, in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat.rsplit_once(')').context("stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    // SAFETY: sysconf has no side effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / hz)
+}
+
+/// Sends `n` queries as fast as one socket can from `from` (answers
+/// ignored); returns the time it took.
+fn flood(from: IpAddr, port: u16, n: u32) -> Result<Duration> {
+    let sock = UdpSocket::bind(SocketAddr::new(from, 0))?;
+    sock.set_nonblocking(true)?;
+    let to = SocketAddr::new(ip("127.0.0.1"), port);
+    let q = query(7, peers::WWW_LISTED, 1);
+    let t0 = Instant::now();
+    let mut buf = [0u8; 512];
+    for _ in 0..n {
+        let _ = sock.send_to(&q, to);
+        while sock.recv(&mut buf).is_ok() {}
+    }
+    Ok(t0.elapsed())
+}
+
+#[test]
+#[ignore = "benchmark tool"]
+fn bench_crossing_to_drop_and_sustained_attack() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let rules = "[blocking]\n[[blocking.rule]]\nname = \"qps\"\nkind = \"query_rate\"\nrate = 50\nwindow = \"1s\"\n\
+                 duration = \"2s\"\n";
+    let Some((_nsd, d, ub)) = start(tmp.path(), rules, "")? else { return Ok(()) };
+    let port = ub.port;
+    let mut lat = Vec::new();
+    for round in 0..5 {
+        let from = ip(&format!("127.0.10.{}", round + 1));
+        let sent = attack(from, port, 300, Duration::from_secs(2), peers::WWW_LISTED)?;
+        let crossing = sent[50].0;
+        let last = sent.iter().filter(|s| s.1).map(|s| s.0).max().unwrap_or_default();
+        lat.push(last.saturating_sub(crossing));
+    }
+    eprintln!("crossing -> last answered query (default evaluate_interval 100ms), 5 runs: {lat:?}");
+    let sent = attack(ip("127.0.11.1"), port, 300, Duration::from_secs(30), peers::WWW_LISTED)?;
+    let crossing = sent[50].0;
+    let leaked = sent.iter().filter(|s| s.1 && s.0 > crossing + Duration::from_millis(300)).count();
+    let answered = sent.iter().filter(|s| s.1).count();
+    eprintln!(
+        "30 s at 300 q/s (6x the rate): {} sent, {answered} answered, {leaked} answered after crossing + 300 ms",
+        sent.len()
+    );
+    let b = block(&d, "127.0.11.1")?;
+    eprintln!("block at the end: {:?}", b.map(|b| b["hits"].clone()));
+    Ok(())
+}
+
+#[test]
+#[ignore = "benchmark tool"]
+fn bench_unbound_cpu_under_flood() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let Some((_nsd, d, ub)) = start(tmp.path(), "[blocking]\n", "")? else { return Ok(()) };
+    let port = ub.port;
+    let n = 200_000;
+    for blocked in [false, true, false, true] {
+        if blocked {
+            post(&d, r#"{"key": "127.0.12.1", "duration": "10m"}"#)?;
+        }
+        let c0 = cpu_seconds(ub.pid())?;
+        let took = flood(ip("127.0.12.1"), port, n)?;
+        std::thread::sleep(Duration::from_millis(300));
+        let c1 = cpu_seconds(ub.pid())?;
+        eprintln!(
+            "{n} queries in {took:?} from {} source: unbound used {:.2} CPU-s",
+            if blocked { "a blocked" } else { "an unblocked" },
+            c1 - c0
+        );
+        if blocked {
+            delete(&d, "127.0.12.1")?;
+        }
+    }
+    Ok(())
+}
+
+/// Without privileges (dnsbgpd as `nobody`, no capabilities): a clear
+/// error, blocking down in status and metrics, routes keep working.
+#[test]
+fn without_privileges_blocking_is_down_and_routes_work() -> Result<()> {
+    if !require_root() || !peers::require(peers::UNBOUND_BINS) || !peers::require(&["setpriv"]) {
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir()?;
+    let nsd = Nsd::start(tmp.path())?;
+    let socket_dir = tmp.path().join("dnsbgpd");
+    let mut ub = Resolver::configure(tmp.path(), nsd.port(), &socket_dir.join("dnstap.sock"))?;
+    let extra =
+        format!("[blocking]\n[blocking.attach]\npid_file = \"{}\"\nport = {}\n", ub.pid_file().display(), ub.port);
+    let d = Dnsbgpd::configure(tmp.path(), &Options { extra_config: extra, ..Options::default() })?;
+    // Everything the unprivileged daemon writes must be writable for it.
+    Command::new("chmod").args(["-R", "a+rwX"]).arg(tmp.path()).status()?;
+    let mut cmd = Command::new(peers::find_bin("setpriv").context("setpriv")?);
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(common::binary())
+        .args(["run", "--config"])
+        .arg(&d.config);
+    let _p = Process::spawn("dnsbgpd-nobody", cmd, &tmp.path().join("nobody.log"))?;
+    let status = wait_for(Duration::from_secs(20), "dnsbgpd (unprivileged) ready", || {
+        Ok(common::http(d.api, "GET", "/api/v1/status").ok().filter(|r| r.0 == 200).map(|r| r.1))
+    })
+    .map_err(|e| {
+        anyhow::anyhow!("{e:#}\n{}", std::fs::read_to_string(tmp.path().join("nobody.log")).unwrap_or_default())
+    })?;
+    let status: Value = serde_json::from_str(&status)?;
+    assert_eq!(status["blocking"]["up"], false, "{status}");
+    let errors = status["blocking"]["errors"].to_string();
+    assert!(errors.contains("blocking is down") && errors.contains("CAP_BPF"), "a clear error: {errors}");
+    assert_eq!(d.metric("dnsbgpd_blocking_filter_up")?, 0.0);
+    // Routes keep working.
+    ub.start()?;
+    let _ = ask(ip("127.0.0.1"), ub.port, peers::WWW_LISTED, Duration::from_secs(1))?;
+    d.wait_route(&format!("{}/32", peers::WWW_LISTED_V4), ARRIVE)?;
+    Ok(())
+}
+
+/// A cgroup v2 directory made for the test, removed on drop (after the
+/// processes in it are gone: declare it before them).
+struct TestCgroup(PathBuf);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// `mode = "cgroup"`: the cgroup_skb program on unbound's cgroup drops a
+/// blocked source and name, passes unbound's upstream traffic (it still
+/// resolves), and covers the sockets of a restarted unbound with no rescan.
+#[test]
+fn cgroup_mode_drops_and_covers_a_restarted_resolver() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let root = dnsbgpd::blocking::attach::cgroup2_mount();
+    let cg = TestCgroup(root.join(format!("dnsbgpd-test-{}", std::process::id())));
+    if let Err(e) = std::fs::create_dir(&cg.0) {
+        if ci() {
+            bail!("CI=true and no cgroup v2 directory can be made under {}: {e}", root.display());
+        }
+        eprintln!("SKIP: cannot make a cgroup under {}: {e}", root.display());
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir()?;
+    let Some((_nsd, d, mut ub)) = start_in(tmp.path(), "[blocking]\n", "", Some(&cg.0))? else { return Ok(()) };
+    let port = ub.port;
+    let status = d.get_json("/api/v1/status")?;
+    assert_eq!(status["blocking"]["mode"], "cgroup", "{status}");
+    assert_eq!(status["blocking"]["cgroup"], cg.0.display().to_string(), "{status}");
+    post(&d, r#"{"key": "127.0.13.1", "duration": "10m"}"#)?;
+    post(&d, r#"{"key": "suffix:other.test", "duration": "10m"}"#)?;
+    assert_eq!(answered_of("127.0.13.1", port, peers::WWW_LISTED, 1, 16)?, 0, "blocked source");
+    assert_eq!(answered_of("127.0.13.2", port, peers::WWW_OTHER, 1, 16)?, 0, "blocked suffix");
+    // Not cached yet: unbound must reach nsd, whose answers enter the same
+    // cgroup on another port.
+    assert_eq!(answered_of("127.0.13.2", port, peers::EDGE_LISTED, 1, 16)?, 16, "resolution still works");
+    ub.stop();
+    ub.start()?;
+    assert_eq!(answered_of("127.0.13.1", port, peers::WWW_LISTED, 1, 16)?, 0, "blocked on the new sockets at once");
+    assert_eq!(answered_of("127.0.13.3", port, peers::WWW_LISTED, 1, 16)?, 16);
+    ub.stop();
     Ok(())
 }

@@ -416,3 +416,67 @@ impl Drop for Cleanup {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The attacher on this very process: a socket with someone else's
+/// (classic) filter is refused unless `replace`; ours is recognised on the
+/// next scan; `finish` detaches.
+#[test]
+fn attacher_refuses_a_foreign_filter_unless_replace() {
+    use dnsbgpd::blocking::attach::Attacher;
+    use dnsbgpd::blocking::attach_config::{AttachMode, AttachSettings, Resolver};
+    let Some(f) = filter() else { return };
+    let f = std::sync::Arc::new(f);
+    let foreign = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = foreign.local_addr().unwrap().port();
+    // A classic filter accepting everything: `ret #0xffffffff`.
+    let mut insn = libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: u32::MAX };
+    let prog = libc::sock_fprog { len: 1, filter: &mut insn };
+    // SAFETY: a valid sock_fprog for the duration of the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            foreign.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&prog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    let tmp = tempfile::tempdir().unwrap();
+    let pid_file = tmp.path().join("self.pid");
+    std::fs::write(&pid_file, format!("{}\n", std::process::id())).unwrap();
+    let settings = |replace| AttachSettings {
+        resolver: Resolver::PidFile(pid_file.clone()),
+        port,
+        mode: AttachMode::Socket,
+        cgroup: None,
+        replace,
+        keep_on_exit: false,
+        pin_path: None,
+        rescan_interval: Duration::from_millis(100),
+    };
+    let mut a = Attacher::new(f.clone(), settings(false));
+    a.scan();
+    let st = f.status();
+    assert!(!st.up && st.sockets.is_empty(), "{st:?}");
+    assert!(st.errors.iter().any(|e| e.contains("already carries a filter") && e.contains("replace = true")), "{st:?}");
+    let mut a = Attacher::new(f.clone(), settings(true));
+    a.scan();
+    let st = f.status();
+    assert!(st.up && st.sockets.len() == 1 && st.errors.is_empty(), "{st:?}");
+    assert_eq!(st.sockets[0].protocol, "udp");
+    f.upsert(&src("127.0.0.9/32"), Verdict::Drop, later()).unwrap();
+    foreign.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let s = UdpSocket::bind("127.0.0.9:0").unwrap();
+    s.send_to(b"hello", ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 16];
+    assert!(foreign.recv_from(&mut buf).is_err(), "our filter replaced the foreign one and drops");
+    // Our own filter is not "foreign" on the next scan by a new attacher.
+    let mut b = Attacher::new(f.clone(), settings(false));
+    b.scan();
+    assert!(f.status().errors.is_empty(), "{:?}", f.status());
+    b.finish();
+    assert!(!f.status().up);
+    s.send_to(b"again", ("127.0.0.1", port)).unwrap();
+    assert!(foreign.recv_from(&mut buf).is_ok(), "detached on finish");
+}

@@ -155,6 +155,20 @@ pub fn find_sockets(pid: u32, port: u16) -> Result<Vec<FoundSocket>, String> {
     Ok(out)
 }
 
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or
+/// `/sys/fs/cgroup/unified` on a hybrid system).
+pub fn cgroup2_mount() -> PathBuf {
+    std::fs::read_to_string("/proc/mounts")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                (f.len() > 2 && f[2] == "cgroup2").then(|| PathBuf::from(f[1]))
+            })
+        })
+        .unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup"))
+}
+
 fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     // SAFETY: plain syscall; a non-negative result is a new descriptor we own.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
@@ -346,7 +360,7 @@ impl Attacher {
             .lines()
             .find_map(|l| l.strip_prefix("0::"))
             .ok_or_else(|| format!("pid {pid} is in no cgroup v2 hierarchy (cgroup mode needs cgroup v2)"))?;
-        Ok(Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/')))
+        Ok(cgroup2_mount().join(rel.trim_start_matches('/')))
     }
 
     fn scan_cgroup(&mut self, errors: &mut Vec<String>) {
@@ -381,11 +395,21 @@ impl Attacher {
             .filter
             .with_cgroup_program(|prog| -> Result<FdLink, String> {
                 let id =
-                    prog.attach(&f, CgroupSkbAttachType::Ingress, CgroupAttachMode::AllowMultiple).map_err(|e| {
-                        format!(
-                            "cannot attach to cgroup {}: {e} (needs CAP_NET_ADMIN and CAP_BPF, or root)",
-                            dir.display()
-                        )
+                    // A bpf_link is always one of many on its cgroup; the
+                    // link API takes no ALLOW_MULTI flag ("Single" = none).
+                    prog.attach(&f, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single).map_err(|e| {
+                        let mut text = e.to_string();
+                        let mut cur = std::error::Error::source(&e);
+                        while let Some(c) = cur {
+                            text = format!("{text}: {c}");
+                            cur = c.source();
+                        }
+                        let hint = if text.contains("os error 1)") {
+                            " (needs CAP_NET_ADMIN and CAP_BPF, or root)"
+                        } else {
+                            ""
+                        };
+                        format!("cannot attach to cgroup {}: {text}{hint}", dir.display())
                     })?;
                 let link = prog.take_link(id).map_err(|e| e.to_string())?;
                 FdLink::try_from(link).map_err(|e| e.to_string())

@@ -42,10 +42,10 @@ pub const SOCKET_PROGRAM: &str = "dnsbgpd_socket";
 pub const CGROUP_PROGRAM: &str = "dnsbgpd_cgroup";
 
 /// Maps sized by `max_blocks`.
-const ENTRY_MAPS: [&str; 6] = ["src_v4", "src_v6", "net_v4", "net_v6", "names", "name_texts"];
+const ENTRY_MAPS: [&str; 7] = ["src_v4", "src_v6", "net_v4", "net_v6", "names", "suffixes", "name_texts"];
 /// Maps pinned with `pin_path` (the scratch map is per-packet state).
-const PINNED_MAPS: [&str; 9] =
-    ["src_v4", "src_v6", "net_v4", "net_v6", "names", "name_texts", "drops", "config", "attached"];
+const PINNED_MAPS: [&str; 10] =
+    ["src_v4", "src_v6", "net_v4", "net_v6", "names", "suffixes", "name_texts", "drops", "config", "attached"];
 
 const VERDICT_DROP: u32 = 0;
 const VERDICT_ALLOW: u32 = 1;
@@ -79,6 +79,22 @@ pub struct NameKey {
 }
 // SAFETY: plain integers, explicit padding field (16 bytes).
 unsafe impl Pod for NameKey {}
+
+/// `struct suffix_key`: which names have entries at all.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+struct SuffixKey {
+    hash: u64,
+    len: u8,
+    pad: [u8; 7],
+}
+// SAFETY: plain integers, explicit padding field (16 bytes).
+unsafe impl Pod for SuffixKey {}
+
+/// The bit of `HAS(kind, specific)` in the C program.
+fn presence_bit(k: &NameKey) -> usize {
+    usize::from(k.kind.saturating_sub(1)) * 2 + usize::from(k.qtype != super::kernel::QTYPE_ANY)
+}
 
 /// `struct name_text`: byte 0 the length, then the presentation text.
 #[repr(C)]
@@ -210,10 +226,46 @@ struct Maps {
     net_v4: LpmTrie<MapData, [u8; 4], RawEntry>,
     net_v6: LpmTrie<MapData, [u8; 16], RawEntry>,
     names: HashMap<MapData, NameKey, RawEntry>,
+    suffixes: HashMap<MapData, SuffixKey, u32>,
+    /// Name entries per (hash, length) and presence bit: the source of
+    /// the `suffixes` masks.
+    counts: std::collections::HashMap<(u64, u8), [u32; 6]>,
     texts: HashMap<MapData, NameKey, NameText>,
     drops: PerCpuArray<MapData, u64>,
     config: Array<MapData, Config>,
     attached: HashMap<MapData, u64, u64>,
+}
+
+impl Maps {
+    /// Counts one name entry more (`true`) or less, and rewrites the mask.
+    fn bump(&mut self, k: &NameKey, more: bool) -> Result<(), EnforceError> {
+        let c = self.counts.entry((k.hash, k.len)).or_default();
+        let b = presence_bit(k);
+        c[b] = if more { c[b] + 1 } else { c[b].saturating_sub(1) };
+        let mask = c.iter().enumerate().fold(0u32, |m, (i, n)| if *n > 0 { m | 1 << i } else { m });
+        let sk = SuffixKey { hash: k.hash, len: k.len, pad: [0; 7] };
+        if mask == 0 {
+            self.counts.remove(&(k.hash, k.len));
+            removed("suffixes", self.suffixes.remove(&sk)).map(drop)
+        } else {
+            self.suffixes.insert(sk, mask, 0).map_err(|e| map_err("suffixes", e))
+        }
+    }
+
+    /// Recomputes the masks from the name entries (pinned maps reused).
+    fn rebuild_presence(&mut self) -> Result<(), EnforceError> {
+        let keys: Vec<NameKey> = self.names.keys().collect::<Result<_, _>>().map_err(|e| map_err("names", e))?;
+        let stale: Vec<SuffixKey> =
+            self.suffixes.keys().collect::<Result<_, _>>().map_err(|e| map_err("suffixes", e))?;
+        for sk in stale {
+            removed("suffixes", self.suffixes.remove(&sk))?;
+        }
+        self.counts.clear();
+        for k in keys {
+            self.bump(&k, true)?;
+        }
+        Ok(())
+    }
 }
 
 /// Which map holds a source key, and its key there.
@@ -342,11 +394,14 @@ impl Filter {
             net_v4: take!("net_v4"),
             net_v6: take!("net_v6"),
             names: take!("names"),
+            suffixes: take!("suffixes"),
+            counts: Default::default(),
             texts: take!("name_texts"),
             drops: take!("drops"),
             config: take!("config"),
             attached: take!("attached"),
         };
+        maps.rebuild_presence()?;
         let mut cfg = maps.config.get(&0, 0).map_err(|e| map_err("config", e))?;
         if cfg.seed == 0 {
             cfg.seed = random_seed();
@@ -532,7 +587,11 @@ impl Enforcer for Filter {
                     verdict: raw_verdict(verdict),
                     prefixlen: 0,
                 };
-                m.names.insert(k, e, 0).map_err(|x| map_err("names", x))
+                m.names.insert(k, e, 0).map_err(|x| map_err("names", x))?;
+                if old.is_none() {
+                    m.bump(&k, true)?;
+                }
+                Ok(())
             }
         }
     }
@@ -553,6 +612,9 @@ impl Enforcer for Filter {
                 let mut m = self.maps();
                 let r = removed("names", m.names.remove(&k))?;
                 removed("name_texts", m.texts.remove(&k))?;
+                if r {
+                    m.bump(&k, false)?;
+                }
                 Ok(r)
             }
         }
@@ -611,7 +673,9 @@ impl Enforcer for Filter {
         if !orphans.is_empty() {
             let mut m = self.maps();
             for k in &orphans {
-                removed("names", m.names.remove(k))?;
+                if removed("names", m.names.remove(k))? {
+                    m.bump(k, false)?;
+                }
                 removed("name_texts", m.texts.remove(k))?;
             }
             tracing::warn!(count = orphans.len(), "removed kernel name entries without a readable name");
