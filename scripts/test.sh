@@ -31,6 +31,7 @@ packages=(
     "clang:clang"
     "llvm-strip:llvm"
     "bpftool:bpftool"
+    "faketime:faketime"
 )
 missing=()
 for pair in "${packages[@]}"; do
