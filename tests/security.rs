@@ -409,3 +409,59 @@ fn sync_pushes_are_bound_to_the_peers_instances() -> Result<()> {
     }
     Ok(())
 }
+
+/// A peer with its own `inbound_token` speaks for one instance only: the
+/// id of its first push (or pull) is pinned, across a restart too, and the
+/// shared token no longer speaks for it.
+#[test]
+fn a_peer_token_speaks_for_its_own_instance_only() -> Result<()> {
+    const TA: &str = "inbound-token-of-peer-a-0123";
+    let tmp = tempfile::tempdir()?;
+    let opts = Options {
+        extra_config: format!(
+            "[sync]\ntoken = \"{TOKEN}\"\n\
+             [[sync.peer]]\nname = \"a\"\nurl = \"http://127.0.0.1:{}\"\ntoken = \"{TOKEN}\"\ninbound_token = \"{TA}\"\n\
+             [[sync.peer]]\nname = \"b\"\nurl = \"http://127.0.0.1:{}\"\ntoken = \"{TOKEN}\"\ninstance = \"peer-b\"\n",
+            free_port(),
+            free_port()
+        ),
+        ..Options::default()
+    };
+    let mut d = Dnsbgpd::configure(tmp.path(), &opts)?;
+    d.token = Some(TOKEN.into());
+    d.relaunch()?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+    let body = |instance: &str, seq: u64, addr: &str| {
+        serde_json::json!({"instance": instance, "since": seq - 1, "next": seq, "head": seq, "changes": [
+            {"seq": seq, "address": addr, "origin": instance,
+             "names": [{"domain": "www.listed.test", "list": "vpn", "expires": now + 600_000}]}]})
+        .to_string()
+    };
+    let api = d.api;
+    let push_as = |token: &str, b: &str| -> Result<u16> {
+        let auth = format!("Authorization: Bearer {token}");
+        Ok(request(api, "POST", "/api/v1/sync/push", &[&auth], b)?.0)
+    };
+    // A's token cannot speak for B, even before A is known.
+    assert_eq!(push_as(TA, &body("peer-b", 1, "198.51.100.31"))?, 403);
+    // A's first push names it.
+    assert_eq!(push_as(TA, &body("peer-a", 1, "198.51.100.32"))?, 200);
+    d.wait_route("198.51.100.32/32", Duration::from_secs(5))?;
+    let view = d.get_json("/api/v1/sync/peers")?;
+    assert_eq!(view["peers"][0]["instance"], "peer-a", "{view}");
+    // Now bound: another id with A's token is refused.
+    assert_eq!(push_as(TA, &body("peer-x", 1, "198.51.100.33"))?, 403);
+    // The shared token speaks for B, not for A (A has its own token).
+    assert_eq!(push_as(TOKEN, &body("peer-b", 1, "198.51.100.34"))?, 200);
+    assert_eq!(push_as(TOKEN, &body("peer-a", 2, "198.51.100.35"))?, 403);
+    // Pinned in the store: still bound after a restart.
+    assert!(d.stop()?);
+    d.relaunch()?;
+    assert_eq!(push_as(TA, &body("peer-x", 1, "198.51.100.36"))?, 403);
+    assert_eq!(push_as(TA, &body("peer-a", 2, "198.51.100.37"))?, 200);
+    let routes = d.routes()?;
+    for bad in ["198.51.100.31/32", "198.51.100.33/32", "198.51.100.35/32", "198.51.100.36/32"] {
+        assert!(!routes.iter().any(|r| r["prefix"] == bad), "{bad} became a route");
+    }
+    Ok(())
+}

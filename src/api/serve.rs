@@ -118,11 +118,6 @@ pub async fn check_host(State(check): State<Arc<HostCheck>>, req: Request, next:
     next.run(req).await
 }
 
-/// The moment a request must be answered by (an extension set by
-/// [`limit_requests`]; a streamed answer ends there).
-#[derive(Debug, Clone, Copy)]
-pub struct Deadline(pub Instant);
-
 /// Slots per endpoint.
 pub struct Endpoints {
     per_endpoint: usize,
@@ -153,7 +148,7 @@ fn unavailable(message: String) -> Response {
 
 /// Middleware (a route layer, so the matched path is known): a slot of the
 /// endpoint for the whole request, and the request timeout.
-pub async fn limit_requests(State(eps): State<Arc<Endpoints>>, mut req: Request, next: Next) -> Response {
+pub async fn limit_requests(State(eps): State<Arc<Endpoints>>, req: Request, next: Next) -> Response {
     let endpoint =
         format!("{} {}", req.method(), req.extensions().get::<MatchedPath>().map_or("(unmatched)", |m| m.as_str()));
     let slots = eps.slots(&endpoint);
@@ -165,7 +160,6 @@ pub async fn limit_requests(State(eps): State<Arc<Endpoints>>, mut req: Request,
         }
     };
     let deadline = Instant::now() + eps.timeout;
-    req.extensions_mut().insert(Deadline(deadline));
     let response = match tokio::time::timeout_at(deadline.into(), next.run(req)).await {
         Ok(r) => r,
         Err(_) => return unavailable(format!("{endpoint}: the request took longer than request_timeout")),
