@@ -465,3 +465,47 @@ fn a_peer_token_speaks_for_its_own_instance_only() -> Result<()> {
     }
     Ok(())
 }
+
+/// Over HTTPS too: 1 000 connections that never start TLS do not keep
+/// `dnsbgpd ctl status` out (the oldest pending handshake is given up).
+#[test]
+fn idle_tls_connections_do_not_lock_out_ctl() -> Result<()> {
+    raise_nofile(8192);
+    let tmp = tempfile::tempdir()?;
+    let certs = tmp.path().join("certs");
+    std::fs::create_dir_all(&certs)?;
+    if !common::make_certs(&certs)? {
+        return Ok(());
+    }
+    let mut d = Dnsbgpd::configure(tmp.path(), &Options::default())?;
+    let api = format!(
+        "[api]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        certs.join("api.pem").display(),
+        certs.join("api.key").display()
+    );
+    let conf = std::fs::read_to_string(&d.config)?.replacen("[api]\n", &api, 1);
+    std::fs::write(&d.config, conf)?;
+    let mut cmd = Command::new(common::binary());
+    cmd.args(["run", "--config"]).arg(&d.config);
+    d.process = Some(common::Process::spawn("dnsbgpd", cmd, &d.dir.join("dnsbgpd.log"))?);
+    let url = format!("https://{}", d.api);
+    let ca = certs.join("ca.pem");
+    let status = || {
+        Command::new(common::binary())
+            .args(["ctl", "--api", &url, "--ca-file"])
+            .arg(&ca)
+            .args(["--timeout", "5s", "status"])
+            .output()
+    };
+    wait_for(Duration::from_secs(20), "dnsbgpd over HTTPS", || Ok(status()?.status.success().then_some(())))?;
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(TcpStream::connect_timeout(&d.api, Duration::from_secs(5))?);
+    }
+    let started = Instant::now();
+    let out = status()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(5), "status took {:?}", started.elapsed());
+    drop(idle);
+    Ok(())
+}
