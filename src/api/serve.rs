@@ -415,6 +415,54 @@ mod tests {
         assert!(check("192.0.2.1:80", &["*"]).allows("anything.example"));
     }
 
+    fn limited_app(max_requests: usize, request_timeout: Duration) -> Router {
+        use axum::routing::get;
+        let app = Router::new()
+            .route("/slow", get(|| async { tokio::time::sleep(Duration::from_secs(30)).await }))
+            .route("/fast", get(|| async { "ok" }));
+        let limits =
+            Limits { max_connections: 8, max_requests, header_timeout: Duration::from_secs(1), request_timeout };
+        wrap(app, check("127.0.0.1:9153", &[]), &limits)
+    }
+
+    fn get(path: &str) -> Request {
+        Request::builder().uri(path).header(header::HOST, "127.0.0.1:9153").body(Body::empty()).unwrap()
+    }
+
+    /// A full endpoint answers 503 after a short wait; the others answer.
+    #[tokio::test(start_paused = true)]
+    async fn requests_per_endpoint_are_capped() {
+        let app = limited_app(2, Duration::from_secs(60));
+        let held: Vec<_> = (0..2).map(|_| tokio::spawn(app.clone().oneshot(get("/slow")))).collect();
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let started = tokio::time::Instant::now();
+        let third = app.clone().oneshot(get("/slow")).await.unwrap();
+        assert_eq!(third.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(third.headers().contains_key(header::RETRY_AFTER));
+        assert!(started.elapsed() >= SLOT_WAIT);
+        let other = app.clone().oneshot(get("/fast")).await.unwrap();
+        assert_eq!(other.status(), StatusCode::OK);
+        for h in held {
+            assert_eq!(h.await.unwrap().unwrap().status(), StatusCode::OK);
+        }
+        // The slots are free again.
+        assert_eq!(app.oneshot(get("/fast")).await.unwrap().status(), StatusCode::OK);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_past_its_timeout_is_cut() {
+        let app = limited_app(2, Duration::from_secs(5));
+        let started = tokio::time::Instant::now();
+        let r = app.clone().oneshot(get("/slow")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(started.elapsed() < Duration::from_secs(6));
+        let r = app.oneshot(get("/fast")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        // A known length stays a Content-Length through the guard.
+        assert_eq!(hyper::body::Body::size_hint(r.body()).exact(), Some(2));
+    }
+
     #[test]
     fn at_the_cap_the_longest_idle_connection_goes() {
         let conns = Connections { started: Instant::now(), next_id: AtomicU64::new(0), open: Mutex::default() };
