@@ -150,8 +150,12 @@ fn raise_nofile(want: u64) {
     unsafe {
         let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < want {
-            l.rlim_cur = want.min(l.rlim_max);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+            // Root may raise the hard limit too; otherwise up to it.
+            let raised = libc::rlimit { rlim_cur: want, rlim_max: l.rlim_max.max(want) };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                l.rlim_cur = want.min(l.rlim_max);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+            }
         }
     }
 }
