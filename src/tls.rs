@@ -7,24 +7,26 @@
 //! an [`axum::serve::Listener`] whose handshakes run in their own tasks, so
 //! a slow or silent client never holds up the accept loop.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once.
+/// Handshakes in progress at once; at the cap the oldest is given up.
 const MAX_HANDSHAKES: usize = 256;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -84,7 +86,8 @@ pub fn connector(config: Arc<ClientConfig>) -> TlsConnector {
 /// A TCP listener that hands out TLS streams to `axum::serve`.
 ///
 /// A task accepts TCP connections and runs each handshake in its own task
-/// (at most [`MAX_HANDSHAKES`] at once, each within [`HANDSHAKE_TIMEOUT`]);
+/// (at most [`MAX_HANDSHAKES`] at once, the oldest given up for a new one,
+/// each within [`HANDSHAKE_TIMEOUT`]);
 /// finished handshakes queue in a small channel. The tasks end when the
 /// listener is dropped.
 pub struct TlsListener {
@@ -114,12 +117,12 @@ async fn accept_loop(
     acceptor: TlsAcceptor,
     tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    // Handshakes in progress, oldest first. At the cap the oldest one is
+    // given up for the new connection: clients that connect and never
+    // speak TLS cannot keep a real one out.
+    let pending: Arc<Mutex<VecDeque<(u64, CancellationToken)>>> = Arc::default();
+    let mut next_id: u64 = 0;
     loop {
-        let permit = tokio::select! {
-            _ = tx.closed() => return,
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
         let (stream, peer) = tokio::select! {
             _ = tx.closed() => return,
             r = listener.accept() => match r {
@@ -132,16 +135,33 @@ async fn accept_loop(
                 }
             },
         };
+        let (id, cancel) = (next_id, CancellationToken::new());
+        next_id += 1;
+        {
+            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            while p.len() >= MAX_HANDSHAKES {
+                if let Some((_, oldest)) = p.pop_front() {
+                    oldest.cancel();
+                }
+            }
+            p.push_back((id, cancel.clone()));
+        }
         let acceptor = acceptor.clone();
         let tx = tx.clone();
+        let pending = pending.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
+            let result = tokio::select! {
+                r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => Some(r),
+                _ = cancel.cancelled() => None,
+            };
+            pending.lock().unwrap_or_else(|e| e.into_inner()).retain(|(i, _)| *i != id);
+            match result {
+                Some(Ok(Ok(tls))) => {
                     let _ = tx.send((tls, peer)).await;
                 }
-                Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => debug!(%peer, "TLS handshake timed out"),
+                Some(Ok(Err(e))) => debug!(%peer, error = %e, "TLS handshake failed"),
+                Some(Err(_)) => debug!(%peer, "TLS handshake timed out"),
+                None => debug!(%peer, "TLS handshake given up for a newer connection"),
             }
         });
     }
@@ -161,25 +181,5 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         Ok(self.local)
-    }
-}
-
-/// Serves the API router on `listener`, with TLS when `tls` is given,
-/// until `shutdown`.
-pub async fn serve_api(
-    listener: TcpListener,
-    app: axum::Router,
-    tls: Option<Arc<ServerConfig>>,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let result = match tls {
-        Some(config) => match TlsListener::new(listener, config) {
-            Ok(l) => axum::serve(l, app).with_graceful_shutdown(shutdown.cancelled_owned()).await,
-            Err(e) => Err(e),
-        },
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await,
-    };
-    if let Err(e) = result {
-        tracing::error!(error = %e, "API server failed");
     }
 }

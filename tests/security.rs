@@ -150,8 +150,12 @@ fn raise_nofile(want: u64) {
     unsafe {
         let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < want {
-            l.rlim_cur = want.min(l.rlim_max);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+            // Root may raise the hard limit too; otherwise up to it.
+            let raised = libc::rlimit { rlim_cur: want, rlim_max: l.rlim_max.max(want) };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                l.rlim_cur = want.min(l.rlim_max);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+            }
         }
     }
 }
@@ -407,5 +411,105 @@ fn sync_pushes_are_bound_to_the_peers_instances() -> Result<()> {
     for bad in ["198.51.100.2/32", "198.51.100.3/32", "198.51.100.9/32"] {
         assert!(!routes.iter().any(|r| r["prefix"] == bad), "{bad} became a route");
     }
+    Ok(())
+}
+
+/// A peer with its own `inbound_token` speaks for one instance only: the
+/// id of its first push (or pull) is pinned, across a restart too, and the
+/// shared token no longer speaks for it.
+#[test]
+fn a_peer_token_speaks_for_its_own_instance_only() -> Result<()> {
+    const TA: &str = "inbound-token-of-peer-a-0123";
+    let tmp = tempfile::tempdir()?;
+    let opts = Options {
+        extra_config: format!(
+            "[sync]\ntoken = \"{TOKEN}\"\n\
+             [[sync.peer]]\nname = \"a\"\nurl = \"http://127.0.0.1:{}\"\ntoken = \"{TOKEN}\"\ninbound_token = \"{TA}\"\n\
+             [[sync.peer]]\nname = \"b\"\nurl = \"http://127.0.0.1:{}\"\ntoken = \"{TOKEN}\"\ninstance = \"peer-b\"\n",
+            free_port(),
+            free_port()
+        ),
+        ..Options::default()
+    };
+    let mut d = Dnsbgpd::configure(tmp.path(), &opts)?;
+    d.token = Some(TOKEN.into());
+    d.relaunch()?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+    let body = |instance: &str, seq: u64, addr: &str| {
+        serde_json::json!({"instance": instance, "since": seq - 1, "next": seq, "head": seq, "changes": [
+            {"seq": seq, "address": addr, "origin": instance,
+             "names": [{"domain": "www.listed.test", "list": "vpn", "expires": now + 600_000}]}]})
+        .to_string()
+    };
+    let api = d.api;
+    let push_as = |token: &str, b: &str| -> Result<u16> {
+        let auth = format!("Authorization: Bearer {token}");
+        Ok(request(api, "POST", "/api/v1/sync/push", &[&auth], b)?.0)
+    };
+    // A's token cannot speak for B, even before A is known.
+    assert_eq!(push_as(TA, &body("peer-b", 1, "198.51.100.31"))?, 403);
+    // A's first push names it.
+    assert_eq!(push_as(TA, &body("peer-a", 1, "198.51.100.32"))?, 200);
+    d.wait_route("198.51.100.32/32", Duration::from_secs(5))?;
+    let view = d.get_json("/api/v1/sync/peers")?;
+    assert_eq!(view["peers"][0]["instance"], "peer-a", "{view}");
+    // Now bound: another id with A's token is refused.
+    assert_eq!(push_as(TA, &body("peer-x", 1, "198.51.100.33"))?, 403);
+    // The shared token speaks for B, not for A (A has its own token).
+    assert_eq!(push_as(TOKEN, &body("peer-b", 1, "198.51.100.34"))?, 200);
+    assert_eq!(push_as(TOKEN, &body("peer-a", 2, "198.51.100.35"))?, 403);
+    // Pinned in the store: still bound after a restart.
+    assert!(d.stop()?);
+    d.relaunch()?;
+    assert_eq!(push_as(TA, &body("peer-x", 1, "198.51.100.36"))?, 403);
+    assert_eq!(push_as(TA, &body("peer-a", 2, "198.51.100.37"))?, 200);
+    let routes = d.routes()?;
+    for bad in ["198.51.100.31/32", "198.51.100.33/32", "198.51.100.35/32", "198.51.100.36/32"] {
+        assert!(!routes.iter().any(|r| r["prefix"] == bad), "{bad} became a route");
+    }
+    Ok(())
+}
+
+/// Over HTTPS too: 1 000 connections that never start TLS do not keep
+/// `dnsbgpd ctl status` out (the oldest pending handshake is given up).
+#[test]
+fn idle_tls_connections_do_not_lock_out_ctl() -> Result<()> {
+    raise_nofile(8192);
+    let tmp = tempfile::tempdir()?;
+    let certs = tmp.path().join("certs");
+    std::fs::create_dir_all(&certs)?;
+    if !common::make_certs(&certs)? {
+        return Ok(());
+    }
+    let mut d = Dnsbgpd::configure(tmp.path(), &Options::default())?;
+    let api = format!(
+        "[api]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        certs.join("api.pem").display(),
+        certs.join("api.key").display()
+    );
+    let conf = std::fs::read_to_string(&d.config)?.replacen("[api]\n", &api, 1);
+    std::fs::write(&d.config, conf)?;
+    let mut cmd = Command::new(common::binary());
+    cmd.args(["run", "--config"]).arg(&d.config);
+    d.process = Some(common::Process::spawn("dnsbgpd", cmd, &d.dir.join("dnsbgpd.log"))?);
+    let url = format!("https://{}", d.api);
+    let ca = certs.join("ca.pem");
+    let status = || {
+        Command::new(common::binary())
+            .args(["ctl", "--api", &url, "--ca-file"])
+            .arg(&ca)
+            .args(["--timeout", "5s", "status"])
+            .output()
+    };
+    wait_for(Duration::from_secs(20), "dnsbgpd over HTTPS", || Ok(status()?.status.success().then_some(())))?;
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(TcpStream::connect_timeout(&d.api, Duration::from_secs(5))?);
+    }
+    let started = Instant::now();
+    let out = status()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(5), "status took {:?}", started.elapsed());
+    drop(idle);
     Ok(())
 }

@@ -118,11 +118,6 @@ pub async fn check_host(State(check): State<Arc<HostCheck>>, req: Request, next:
     next.run(req).await
 }
 
-/// The moment a request must be answered by (an extension set by
-/// [`limit_requests`]; a streamed answer ends there).
-#[derive(Debug, Clone, Copy)]
-pub struct Deadline(pub Instant);
-
 /// Slots per endpoint.
 pub struct Endpoints {
     per_endpoint: usize,
@@ -153,7 +148,7 @@ fn unavailable(message: String) -> Response {
 
 /// Middleware (a route layer, so the matched path is known): a slot of the
 /// endpoint for the whole request, and the request timeout.
-pub async fn limit_requests(State(eps): State<Arc<Endpoints>>, mut req: Request, next: Next) -> Response {
+pub async fn limit_requests(State(eps): State<Arc<Endpoints>>, req: Request, next: Next) -> Response {
     let endpoint =
         format!("{} {}", req.method(), req.extensions().get::<MatchedPath>().map_or("(unmatched)", |m| m.as_str()));
     let slots = eps.slots(&endpoint);
@@ -165,7 +160,6 @@ pub async fn limit_requests(State(eps): State<Arc<Endpoints>>, mut req: Request,
         }
     };
     let deadline = Instant::now() + eps.timeout;
-    req.extensions_mut().insert(Deadline(deadline));
     let response = match tokio::time::timeout_at(deadline.into(), next.run(req)).await {
         Ok(r) => r,
         Err(_) => return unavailable(format!("{endpoint}: the request took longer than request_timeout")),
@@ -419,6 +413,54 @@ mod tests {
         let v6 = check("[::1]:9153", &[]);
         assert!(v6.allows("[::1]:9153") && !v6.allows("127.0.0.1:9153"));
         assert!(check("192.0.2.1:80", &["*"]).allows("anything.example"));
+    }
+
+    fn limited_app(max_requests: usize, request_timeout: Duration) -> Router {
+        use axum::routing::get;
+        let app = Router::new()
+            .route("/slow", get(|| async { tokio::time::sleep(Duration::from_secs(30)).await }))
+            .route("/fast", get(|| async { "ok" }));
+        let limits =
+            Limits { max_connections: 8, max_requests, header_timeout: Duration::from_secs(1), request_timeout };
+        wrap(app, check("127.0.0.1:9153", &[]), &limits)
+    }
+
+    fn get(path: &str) -> Request {
+        Request::builder().uri(path).header(header::HOST, "127.0.0.1:9153").body(Body::empty()).unwrap()
+    }
+
+    /// A full endpoint answers 503 after a short wait; the others answer.
+    #[tokio::test(start_paused = true)]
+    async fn requests_per_endpoint_are_capped() {
+        let app = limited_app(2, Duration::from_secs(60));
+        let held: Vec<_> = (0..2).map(|_| tokio::spawn(app.clone().oneshot(get("/slow")))).collect();
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let started = tokio::time::Instant::now();
+        let third = app.clone().oneshot(get("/slow")).await.unwrap();
+        assert_eq!(third.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(third.headers().contains_key(header::RETRY_AFTER));
+        assert!(started.elapsed() >= SLOT_WAIT);
+        let other = app.clone().oneshot(get("/fast")).await.unwrap();
+        assert_eq!(other.status(), StatusCode::OK);
+        for h in held {
+            assert_eq!(h.await.unwrap().unwrap().status(), StatusCode::OK);
+        }
+        // The slots are free again.
+        assert_eq!(app.oneshot(get("/fast")).await.unwrap().status(), StatusCode::OK);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_past_its_timeout_is_cut() {
+        let app = limited_app(2, Duration::from_secs(5));
+        let started = tokio::time::Instant::now();
+        let r = app.clone().oneshot(get("/slow")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(started.elapsed() < Duration::from_secs(6));
+        let r = app.oneshot(get("/fast")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        // A known length stays a Content-Length through the guard.
+        assert_eq!(hyper::body::Body::size_hint(r.body()).exact(), Some(2));
     }
 
     #[test]

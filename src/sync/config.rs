@@ -44,6 +44,8 @@ pub struct RawPeer {
     token_file: Option<Spanned<PathBuf>>,
     instance: Option<Spanned<String>>,
     allow_insecure: Option<bool>,
+    inbound_token: Option<Spanned<String>>,
+    inbound_token_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +91,10 @@ pub struct PeerSettings {
     /// and only it may push as it. Without it the id is learned on first
     /// contact (a pull) and pinned in the store.
     pub instance: Option<Arc<str>>,
+    /// What this peer presents to us, if it has its own token: a request
+    /// with it speaks for this peer's instance only, and the shared
+    /// `[sync] token` no longer speaks for it.
+    pub inbound_token: Option<Secret>,
 }
 
 /// Whether `http://` to this host stays on the machine.
@@ -132,6 +138,7 @@ pub fn validate(raw: Option<Spanned<RawSync>>, base: &Path, problem: Report<'_>)
     let raw = raw.into_inner();
     let mut ok = true;
     let token = read_token(raw.token, raw.token_file, whole.clone(), "[sync]", base, problem);
+    let shared = token.as_ref().map(|t| t.expose().to_string());
     ok &= token.is_some();
 
     let mut duration =
@@ -239,6 +246,34 @@ pub fn validate(raw: Option<Spanned<RawSync>>, base: &Path, problem: Report<'_>)
             problem(span, format!("duplicate peer instance {i:?}"));
             ok = false;
         }
+        let inbound_token = if p.inbound_token.is_some() || p.inbound_token_file.is_some() {
+            let span = p.inbound_token.as_ref().map(Spanned::span).or(p.inbound_token_file.as_ref().map(Spanned::span));
+            let t = read_token(
+                p.inbound_token,
+                p.inbound_token_file,
+                span.clone().unwrap_or_default(),
+                &format!("{what} inbound_token"),
+                base,
+                problem,
+            );
+            ok &= t.is_some();
+            if let Some(t) = &t {
+                let clash = shared.as_deref() == Some(t.expose())
+                    || peers.iter().any(|q| q.inbound_token.as_ref().is_some_and(|o| o.expose() == t.expose()));
+                if clash {
+                    problem(
+                        span.unwrap_or_default(),
+                        format!(
+                            "{what}: inbound_token must differ from [sync] token and from other peers' inbound tokens"
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+            t
+        } else {
+            None
+        };
         if https && ca_file.is_none() {
             problem(
                 p.url.span(),
@@ -277,6 +312,7 @@ pub fn validate(raw: Option<Spanned<RawSync>>, base: &Path, problem: Report<'_>)
             base_path,
             token,
             instance,
+            inbound_token,
         });
     }
     let token = token?;

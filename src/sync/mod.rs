@@ -78,6 +78,15 @@ pub fn refresh_granularity(min_ttl: Duration) -> Duration {
     (min_ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(900))
 }
 
+/// Which inbound token a sync request presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// `[sync] token`.
+    Shared,
+    /// The `inbound_token` of `peers[i]`.
+    Peer(usize),
+}
+
 /// What one peer looks like from here (shown by `/api/v1/sync/peers`).
 #[derive(Debug, Default, Clone)]
 pub struct PeerStatus {
@@ -236,12 +245,46 @@ impl PeerSync {
         }
     }
 
-    /// Whether a push may speak for `instance`: it is a configured peer's
-    /// id (`[[sync.peer]] instance`, or learned from its answers and
-    /// pinned in the store). Anything else is refused before it can reach
-    /// the merger, so invented ids never become origins here.
-    pub fn may_speak_for(&self, instance: &str) -> bool {
-        self.peers.iter().any(|p| p.instance().as_deref() == Some(instance))
+    /// Whether a push authenticated as `credential` may speak for
+    /// `instance`. The shared `[sync] token` speaks for the configured
+    /// peers without their own `inbound_token`: their `instance`, or the id
+    /// learned from their answers and pinned in the store. A peer's own
+    /// inbound token speaks for that peer alone; when its id is not known
+    /// yet, this first push names it and it is pinned. Anything else is
+    /// refused before it reaches the merger, so invented ids never become
+    /// origins here.
+    pub fn may_speak_for(&self, credential: Credential, instance: &str) -> Result<(), String> {
+        match credential {
+            Credential::Shared => {
+                let ok = self
+                    .peers
+                    .iter()
+                    .any(|p| p.settings.inbound_token.is_none() && p.instance().as_deref() == Some(instance));
+                if ok { Ok(()) } else { Err("is not a peer of this instance (for this token)".into()) }
+            }
+            Credential::Peer(i) => {
+                let Some(peer) = self.peers.get(i) else { return Err("unknown credential".into()) };
+                // Other peers' ids first: one status lock at a time.
+                let taken =
+                    self.peers.iter().enumerate().any(|(j, p)| j != i && p.instance().as_deref() == Some(instance));
+                let mut st = peer.status();
+                match st.instance.as_deref() {
+                    Some(known) if known == instance => Ok(()),
+                    Some(known) => Err(format!("is not the instance this peer's token speaks for ({known})")),
+                    None => {
+                        if taken {
+                            return Err("is another peer's instance".into());
+                        }
+                        if let Err(e) = self.log.set_peer_instance(&peer.settings.url, instance) {
+                            return Err(format!("cannot pin the peer's instance id: {e}"));
+                        }
+                        info!(peer = %peer.settings.name, instance, "sync peer identified by its first push");
+                        st.instance = Some(instance.to_string());
+                        Ok(())
+                    }
+                }
+            }
+        }
     }
 
     /// Wakes the pull loops of peers whose id is not known yet (a push

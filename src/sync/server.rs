@@ -26,7 +26,6 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use tracing::{debug, warn};
 
-use super::PeerSync;
 use super::config::MAX_PAGE;
 
 /// The smallest page byte bound an asker may set (one change with many
@@ -35,6 +34,7 @@ const MIN_PAGE_BYTES: usize = 64 << 10;
 use super::merge::{self, Via};
 use super::metrics::SyncMetrics;
 use super::protocol::{ErrorReply, Page, PushReply, truncate, valid_instance};
+use super::{Credential, PeerSync};
 use crate::values::Secret;
 
 /// The sync routes, to merge into the API router. `api_token` is the
@@ -63,8 +63,28 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(ErrorReply { error: message.into(), cursor: None })).into_response()
 }
 
-async fn authenticate(State(sync): State<Arc<PeerSync>>, headers: HeaderMap, req: Request, next: Next) -> Response {
-    if !sync.settings.token.matches(crate::api::auth::bearer(&headers)) {
+/// Which token the request presents: every token is compared (in
+/// constant time each), whichever matches.
+fn credential(sync: &PeerSync, headers: &HeaderMap) -> Option<Credential> {
+    let given = crate::api::auth::bearer(headers);
+    let mut found = None;
+    for (i, p) in sync.peers.iter().enumerate() {
+        if p.settings.inbound_token.as_ref().is_some_and(|t| t.matches(given)) {
+            found = Some(Credential::Peer(i));
+        }
+    }
+    if sync.settings.token.matches(given) {
+        found = found.or(Some(Credential::Shared));
+    }
+    found
+}
+
+async fn authenticate(State(sync): State<Arc<PeerSync>>, headers: HeaderMap, mut req: Request, next: Next) -> Response {
+    let found = credential(&sync, &headers);
+    if let Some(c) = found {
+        req.extensions_mut().insert(c);
+    }
+    if found.is_none() {
         sync.metrics.reject_request("auth");
         debug!(path = %req.uri().path(), "sync request with a missing or wrong token");
         let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong token");
@@ -118,7 +138,12 @@ async fn changes(State(sync): State<Arc<PeerSync>>, query: Result<Query<ChangesQ
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn push(State(sync): State<Arc<PeerSync>>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn push(
+    State(sync): State<Arc<PeerSync>>,
+    credential: Option<axum::Extension<Credential>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let credential = credential.map_or(Credential::Shared, |c| c.0);
     let body = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -152,15 +177,14 @@ async fn push(State(sync): State<Arc<PeerSync>>, body: Result<Bytes, BytesReject
     }
     // The credential speaks for the configured peers only: another origin
     // is refused before the merger sees it (no cursor, no origin state).
-    if !sync.may_speak_for(&page.instance) {
+    if let Err(why) = sync.may_speak_for(credential, &page.instance) {
         sync.metrics.reject_request("instance");
         sync.wake_unidentified_pulls();
-        warn!(instance = %truncate(&page.instance), "push for an instance that is not a known peer refused");
+        warn!(instance = %truncate(&page.instance), why, "push for an instance its token does not speak for refused");
         return error(
             StatusCode::FORBIDDEN,
             format!(
-                "instance {:?} is not a peer of this instance: set [[sync.peer]] instance, or let this instance \
-                 pull from it first",
+                "instance {:?} {why}: set [[sync.peer]] instance, or let this instance pull from it first",
                 truncate(&page.instance)
             ),
         );
