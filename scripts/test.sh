@@ -28,6 +28,7 @@ packages=(
     "rpmbuild:rpm"
     "setpriv:util-linux"
     "man:man-db"
+    "faketime:faketime"
 )
 missing=()
 for pair in "${packages[@]}"; do

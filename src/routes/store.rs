@@ -84,6 +84,15 @@ fn addr_of(key: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// A stored route from its key and value, `None` when either cannot be
+/// decoded. Public for the fuzz target `stored_record` (fuzz/), not an API.
+#[doc(hidden)]
+pub fn decode_record(key: &[u8], value: &[u8]) -> Option<Route> {
+    let addr = addr_of(key)?;
+    let rec = serde_json::from_slice::<Record>(value).ok()?;
+    (rec.v == 1).then(|| Route::new(addr, rec.attributions))
+}
+
 pub struct SledStore {
     path: PathBuf,
     db: sled::Db,
@@ -153,10 +162,9 @@ impl RouteStore for SledStore {
         let mut bad = 0;
         for item in self.routes.iter() {
             let (k, v) = item.map_err(|e| self.db_err(e))?;
-            let decoded = addr_of(&k).zip(serde_json::from_slice::<Record>(&v).ok());
-            match decoded {
-                Some((addr, rec)) if rec.v == 1 => routes.push(Route::new(addr, rec.attributions)),
-                _ => {
+            match decode_record(&k, &v) {
+                Some(route) => routes.push(route),
+                None => {
                     bad += 1;
                     warn!(store = %self.path.display(), key = ?&k[..], "skipping a stored route that cannot be decoded");
                 }
