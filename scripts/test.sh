@@ -55,3 +55,11 @@ if ((${#missing[@]})); then
 fi
 
 cargo test --locked "$@"
+
+# The fuzz smoke runs (scripts/fuzz.sh: every fuzz target built and run
+# briefly) belong to the whole suite: they run when no arguments narrow the
+# tests, unless FUZZ_SMOKE=0 outside CI. Under CI=true a missing nightly
+# toolchain or cargo-fuzz is a failure.
+if (($# == 0)) && { [[ ${CI:-} == true ]] || [[ ${FUZZ_SMOKE:-1} != 0 ]]; }; then
+    scripts/fuzz.sh smoke
+fi

@@ -21,6 +21,7 @@ pub mod notify;
 pub mod observation;
 pub mod routes;
 pub mod schema;
+pub mod store_cli;
 pub mod sync;
 pub mod tls;
 pub mod values;

@@ -56,6 +56,12 @@ enum Command {
     },
     /// Talk to a running daemon's API.
     Ctl(Box<CtlArgs>),
+    /// Check, repair or export the route store of a stopped daemon
+    /// (docs/operations.md, "A damaged store").
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Write the man pages and shell completions (for packaging).
     #[command(hide = true)]
     GenerateAssets {
@@ -63,6 +69,27 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum StoreAction {
+    /// Report undecodable records and read errors; exit 1 when there are any.
+    Check(StoreAt),
+    /// Remove undecodable records; move a store sled cannot read aside
+    /// (STORE.damaged-SECONDS) so that the next start begins empty.
+    Repair(StoreAt),
+    /// Print every stored route as one JSON object a line.
+    Export(StoreAt),
+}
+
+#[derive(clap::Args)]
+struct StoreAt {
+    /// The config whose `[routes] store` to use.
+    #[arg(long, short, required_unless_present = "store", conflicts_with = "store")]
+    config: Option<PathBuf>,
+    /// The store directory itself.
+    #[arg(long)]
+    store: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -186,6 +213,7 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Replay { config, capture, json } => replay(&config, &capture, json),
         Command::Ctl(args) => ctl(*args),
+        Command::Store { action } => store(action),
         Command::GenerateAssets { out } => generate_assets(&out),
     }
 }
@@ -216,6 +244,87 @@ fn replay(config: &std::path::Path, capture: &std::path::Path, json: bool) -> Ex
         Err(e) => {
             eprintln!("dnsbgpd replay: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn store(action: StoreAction) -> ExitCode {
+    use dnsbgpd::store_cli::{self, Repaired};
+    let (StoreAction::Check(at) | StoreAction::Repair(at) | StoreAction::Export(at)) = &action;
+    let dir = match (&at.store, &at.config) {
+        (Some(d), _) => d.clone(),
+        (None, Some(c)) => match Settings::load(c) {
+            Ok(s) => s.routes.store,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => {
+            eprintln!("dnsbgpd store: give --config FILE or --store DIR");
+            return ExitCode::from(2);
+        }
+    };
+    match action {
+        StoreAction::Check(_) => match store_cli::check(&dir) {
+            Ok(report) if report.is_clean() => {
+                print!("{}", report.text(&dir));
+                ExitCode::SUCCESS
+            }
+            Ok(report) => {
+                print!("{}", report.text(&dir));
+                eprintln!(
+                    "dnsbgpd store: {} has damaged records; `dnsbgpd store export` saves what is readable, \
+                     `dnsbgpd store repair` removes the rest",
+                    dir.display()
+                );
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("dnsbgpd store check: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        StoreAction::Repair(_) => match store_cli::repair(&dir) {
+            Ok(Repaired::Clean) => {
+                println!("{}: nothing to repair", dir.display());
+                ExitCode::SUCCESS
+            }
+            Ok(Repaired::Removed(routes, changes)) => {
+                println!(
+                    "{}: removed {routes} undecodable route records and {changes} undecodable change-log records",
+                    dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(Repaired::MovedAside(to)) => {
+                println!(
+                    "{}: the database cannot be read; moved it to {} (nothing deleted). The next start begins \
+                     with an empty store; routes come back from DNS answers and sync peers.",
+                    dir.display(),
+                    to.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dnsbgpd store repair: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        StoreAction::Export(_) => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            match store_cli::export(&dir, &mut out) {
+                Ok((_, 0)) => ExitCode::SUCCESS,
+                Ok((_, bad)) => {
+                    eprintln!("dnsbgpd store export: {bad} undecodable route records left out");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("dnsbgpd store export: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

@@ -8,8 +8,8 @@
 
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use dnsbgpd::bgp::message as codec;
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     for max_len in [codec::MAX_MESSAGE_LEN, codec::MAX_EXTENDED_MESSAGE_LEN] {
@@ -18,13 +18,8 @@ fuzz_target!(|data: &[u8]| {
             match codec::decode(rest, max_len) {
                 Ok(Some((message, consumed))) => {
                     assert!(consumed >= codec::HEADER_LEN && consumed <= rest.len());
-                    let again = message
-                        .to_bytes(max_len)
-                        .expect("a decoded message re-encodes");
-                    assert_eq!(
-                        codec::decode(&again, max_len),
-                        Ok(Some((message, again.len())))
-                    );
+                    let again = message.to_bytes(max_len).expect("a decoded message re-encodes");
+                    assert_eq!(codec::decode(&again, max_len), Ok(Some((message, again.len()))));
                     rest = &rest[consumed..];
                 }
                 Ok(None) => break,

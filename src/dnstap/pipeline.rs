@@ -301,10 +301,14 @@ fn fast_observation(
 /// a nested message ending exactly at its length, and for a field that
 /// appears twice the last value (a second `message` merges into the
 /// first). The property tests below compare the two on arbitrary input.
-mod peek {
+///
+/// Public only for the fuzz target `dnstap_peek` (fuzz/), which compares
+/// it with prost on arbitrary bytes; not an API.
+#[doc(hidden)]
+pub mod peek {
     /// What `handle` needs of a frame. Ranges are byte offsets into it.
     #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-    pub(super) struct Peek {
+    pub struct Peek {
         /// `Dnstap.message` is present.
         pub message: bool,
         /// `Message.type`; when absent, prost's default (the first value
@@ -334,7 +338,7 @@ mod peek {
 
     /// Any decode error; the caller only needs to know that there was one.
     #[derive(Debug)]
-    pub(super) struct Invalid;
+    pub struct Invalid;
 
     type Result<T> = std::result::Result<T, Invalid>;
 
@@ -456,7 +460,7 @@ mod peek {
     }
 
     /// Walks `frame`, a whole `Dnstap` payload.
-    pub(super) fn peek(frame: &[u8]) -> Result<Peek> {
+    pub fn peek(frame: &[u8]) -> Result<Peek> {
         let mut r = Reader { buf: frame, pos: 0 };
         let mut p = Peek::default();
         while r.pos < frame.len() {

@@ -115,7 +115,7 @@ fn encode_record(route: &Route, out: &mut Vec<u8>) {
     }
 }
 
-fn decode_record(addr: IpAddr, mut b: &[u8]) -> Option<Route> {
+fn decode_value(addr: IpAddr, mut b: &[u8]) -> Option<Route> {
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, rest) = (b.get(..n)?, b.get(n..)?);
         *b = rest;
@@ -164,6 +164,14 @@ fn addr_of(key: &[u8]) -> Option<IpAddr> {
         16 => Some(IpAddr::from(<[u8; 16]>::try_from(key).ok()?)),
         _ => None,
     }
+}
+
+/// A stored route from its key and value, `None` when either cannot be
+/// decoded. Public for the fuzz target `stored_record` and for
+/// `dnsbgpd store` (src/store_cli.rs), not an API.
+#[doc(hidden)]
+pub fn decode_record(key: &[u8], value: &[u8]) -> Option<Route> {
+    decode_value(addr_of(key)?, value)
 }
 
 /// The routes' own sled database (`STORE/routes`). It is apart from the
@@ -262,6 +270,19 @@ impl SledStore {
         &self.shared
     }
 
+    /// The routes' own tree (for `dnsbgpd store`: check, repair, export).
+    #[doc(hidden)]
+    pub fn routes_tree(&self) -> Result<sled::Tree, StoreError> {
+        self.with(|db| Ok(db.routes.clone()))
+    }
+
+    /// Flushes the routes' database and the shared one.
+    #[doc(hidden)]
+    pub fn flush_all(&self) -> Result<(), StoreError> {
+        self.with(|db| db.db.flush().map(|_| ()))?;
+        self.shared.flush().map(|_| ()).map_err(|e| self.db_err(e))
+    }
+
     /// Runs `f` on the routes' database, reopening it first if an earlier
     /// operation failed with an I/O error (which sled 0.34 makes sticky).
     fn with<T>(&self, f: impl FnOnce(&RoutesDb) -> Result<T, sled::Error>) -> Result<T, StoreError> {
@@ -329,7 +350,7 @@ impl RouteStore for SledStore {
             let mut bad = 0;
             for item in db.routes.iter() {
                 let (k, v) = item?;
-                match addr_of(&k).and_then(|addr| decode_record(addr, &v)) {
+                match addr_of(&k).and_then(|addr| decode_value(addr, &v)) {
                     Some(route) => routes.push(route),
                     None => {
                         bad += 1;
@@ -643,22 +664,22 @@ mod tests {
         let mut bytes = Vec::new();
         encode_record(&r, &mut bytes);
         assert!(bytes.len() < 80, "{} bytes", bytes.len());
-        assert_eq!(decode_record(r.addr, &bytes), Some(r.clone()));
+        assert_eq!(decode_value(r.addr, &bytes), Some(r.clone()));
         // Every truncation and any trailing byte is rejected, never a panic.
         for cut in 0..bytes.len() {
-            assert_eq!(decode_record(r.addr, &bytes[..cut]), None, "cut at {cut}");
+            assert_eq!(decode_value(r.addr, &bytes[..cut]), None, "cut at {cut}");
         }
         bytes.push(0);
-        assert_eq!(decode_record(r.addr, &bytes), None);
+        assert_eq!(decode_value(r.addr, &bytes), None);
         // What earlier versions wrote.
         let json = br#"{"v":1,"attributions":[{"domain":"www.listed.test","list":"vpn","expires":10,"source":"dns"}]}"#;
-        assert_eq!(decode_record("198.51.100.1".parse().unwrap(), json), Some(route("198.51.100.1", 10)));
+        assert_eq!(decode_value("198.51.100.1".parse().unwrap(), json), Some(route("198.51.100.1", 10)));
     }
 
     proptest::proptest! {
         #[test]
         fn record_decode_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..120)) {
-            let _ = decode_record("198.51.100.1".parse().unwrap(), &bytes);
+            let _ = decode_value("198.51.100.1".parse().unwrap(), &bytes);
         }
     }
 

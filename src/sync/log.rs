@@ -163,6 +163,24 @@ fn json_len(value: &impl serde::Serialize) -> usize {
     c.0
 }
 
+/// The stored change codec, public for the fuzz target `stored_record`
+/// (fuzz/), not an API: (address, names as (domain, list, expires),
+/// recorded at).
+#[doc(hidden)]
+pub mod stored_codec {
+    use super::*;
+
+    pub type Decoded = (IpAddr, Vec<(String, String, UnixMillis)>, UnixMillis);
+
+    pub fn decode(b: &[u8]) -> Option<Decoded> {
+        Stored::decode(b).map(|s| (s.addr, s.names, s.at))
+    }
+
+    pub fn encode(addr: IpAddr, names: &[NameState], at: UnixMillis) -> Vec<u8> {
+        Stored::encode(addr, names, at)
+    }
+}
+
 fn seq_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }

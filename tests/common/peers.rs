@@ -217,6 +217,7 @@ pub fn debian_package(bin: &str) -> &'static str {
         "dig" | "delv" | "nslookup" => "bind9-dnsutils",
         "fstrm_capture" | "fstrm_replay" | "fstrm_dump" => "fstrm-bin",
         "dnstap-ldns" => "dnstap-ldns",
+        "faketime" => "faketime",
         _ => "?",
     }
 }

@@ -451,7 +451,9 @@ impl MpUnreachNlri {
 /// An attribute kept as received.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RawAttribute {
-    /// Flags as received; the Extended Length bit is recomputed on encoding.
+    /// Flags as received without the Extended Length bit, which belongs
+    /// to the encoding (recomputed from the value's length when encoding),
+    /// so that a decoded attribute re-encodes and decodes to itself.
     pub flags: AttributeFlags,
     pub type_code: u8,
     pub value: Bytes,
@@ -578,11 +580,15 @@ impl PathAttribute {
     /// NOTIFICATION data of most attribute errors.
     pub(crate) fn decode(flags: AttributeFlags, type_code: u8, value: &[u8], raw: &[u8]) -> Result<Self, UpdateError> {
         let attribute = || raw.to_vec();
+        let unknown = |value: &[u8]| {
+            let flags = AttributeFlags(flags.0 & !AttributeFlags::EXTENDED_LENGTH);
+            Self::Unknown(RawAttribute { flags, type_code, value: Bytes::copy_from_slice(value) })
+        };
         let Some(expected) = expected_flags(type_code) else {
             if !flags.is_optional() {
                 return Err(UpdateError::UnrecognizedWellKnownAttribute { type_code, attribute: attribute() });
             }
-            return Ok(Self::Unknown(RawAttribute { flags, type_code, value: Bytes::copy_from_slice(value) }));
+            return Ok(unknown(value));
         };
         let category = AttributeFlags::OPTIONAL | AttributeFlags::TRANSITIVE;
         // Partial may only be set on optional transitive attributes.
@@ -654,7 +660,7 @@ impl PathAttribute {
                 Self::MpUnreachNlri(MpUnreachNlri::decode_value(value).map_err(optional_error)?)
             }
             _ => {
-                return Ok(Self::Unknown(RawAttribute { flags, type_code, value: Bytes::copy_from_slice(value) }));
+                return Ok(unknown(value));
             }
         })
     }
@@ -833,6 +839,41 @@ mod tests {
         // A received attribute with Extended Length set and a short value
         // is fine too.
         assert_eq!(dec(&[0x50, 0x01, 0x00, 0x01, 0x02]), Ok(PathAttribute::Origin(Origin::Incomplete)));
+    }
+
+    /// Found by the `bgp_decode` fuzz target: an unknown optional
+    /// attribute received with the Extended Length flag and a short value
+    /// (flags 0x90) kept the flag, the encoder (rightly) wrote a 1-octet
+    /// length without it, and the message no longer decoded to itself.
+    #[test]
+    fn unknown_attribute_with_needless_extended_length_round_trips() {
+        let received = [0x90, 0x40, 0x00, 0x03, 0xaa, 0xbb, 0xcc];
+        let a = dec(&received).unwrap();
+        assert_eq!(
+            a,
+            PathAttribute::Unknown(RawAttribute {
+                flags: AttributeFlags(0x80),
+                type_code: 0x40,
+                value: Bytes::from_static(&[0xaa, 0xbb, 0xcc]),
+            })
+        );
+        let w = enc(&a);
+        assert_eq!(w, [0x80, 0x40, 0x03, 0xaa, 0xbb, 0xcc]);
+        assert_eq!(dec(&w), Ok(a));
+        // The whole UPDATE the fuzzer found, message by message.
+        // (fuzz/corpus/bgp_decode/crash-ext-length-unknown-attribute)
+        let crash: &[u8] = &[
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x4e,
+            0x02, 0x00, 0x00, 0x00, 0x37, 0x90, 0x40, 0x00, 0x26, 0x00, 0x02, 0x01, 0x01, 0x00, 0x40, 0x02, 0x06, 0x02,
+            0x01, 0x00, 0x00, 0xfd, 0xe9, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x80, 0x00, 0x20, 0x01, 0x0d, 0xb8, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x07, 0x40, 0x01, 0x01, 0x00, 0x40, 0x02, 0x06,
+            0x02, 0x01, 0x00, 0x00, 0xfd, 0xe9,
+        ];
+        let max = crate::bgp::message::MAX_MESSAGE_LEN;
+        let (m, n) = crate::bgp::message::decode(crash, max).unwrap().unwrap();
+        let again = m.to_bytes(max).unwrap();
+        assert_eq!(crate::bgp::message::decode(&again, max), Ok(Some((m, again.len()))));
+        assert!(n <= crash.len());
     }
 
     #[test]
