@@ -87,8 +87,8 @@ struct lpm_v6 {
 
 struct config {
 	__u64 seed;
-	__u32 port; // cgroup mode: the resolver's port (host order)
-	__u32 pad;
+	__u32 port;  // cgroup mode: the resolver's port (host order)
+	__u32 names; // non-zero when any name entry exists (else no name parse)
 };
 
 // Per-CPU packet state. The parse cursor lives here rather than on the
@@ -417,7 +417,7 @@ static __always_inline int check_name(struct __sk_buff *skb, __u64 now, __u32 l4
 	__u32 zero = 0;
 	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
 	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
-	if (!s || !cfg)
+	if (!s || !cfg || cfg->names == 0)
 		return -1;
 	// DNS header after the 8-byte UDP header.
 	__u8 dh[12];

@@ -111,7 +111,9 @@ unsafe impl Pod for NameText {}
 struct Config {
     seed: u64,
     port: u32,
-    pad: u32,
+    /// Non-zero while any name entry exists: the program skips the name
+    /// parse otherwise.
+    names: u32,
 }
 // SAFETY: plain integers, explicit padding field.
 unsafe impl Pod for Config {}
@@ -246,10 +248,23 @@ impl Maps {
         let sk = SuffixKey { hash: k.hash, len: k.len, pad: [0; 7] };
         if mask == 0 {
             self.counts.remove(&(k.hash, k.len));
-            removed("suffixes", self.suffixes.remove(&sk)).map(drop)
+            removed("suffixes", self.suffixes.remove(&sk))?;
         } else {
-            self.suffixes.insert(sk, mask, 0).map_err(|e| map_err("suffixes", e))
+            // Before the flag below: a packet that sees the flag finds the mask.
+            self.suffixes.insert(sk, mask, 0).map_err(|e| map_err("suffixes", e))?;
         }
+        self.set_names_flag()
+    }
+
+    /// Keeps `config.names` in step with whether any name entry exists.
+    fn set_names_flag(&mut self) -> Result<(), EnforceError> {
+        let want = u32::from(!self.counts.is_empty());
+        let mut cfg = self.config.get(&0, 0).map_err(|e| map_err("config", e))?;
+        if cfg.names != want {
+            cfg.names = want;
+            self.config.set(0, cfg, 0).map_err(|e| map_err("config", e))?;
+        }
+        Ok(())
     }
 
     /// Recomputes the masks from the name entries (pinned maps reused).
@@ -264,7 +279,7 @@ impl Maps {
         for k in keys {
             self.bump(&k, true)?;
         }
-        Ok(())
+        self.set_names_flag()
     }
 }
 
