@@ -8,7 +8,8 @@
 #   scripts/fuzz.sh run SECONDS T..  the named targets only
 #   scripts/fuzz.sh list             the target names
 #
-# Needs the nightly toolchain (the sanitizer flags) and cargo-fuzz; a
+# Needs the nightly toolchain (FUZZ_TOOLCHAIN, default nightly: the
+# sanitizer flags) and cargo-fuzz; a
 # missing cargo-fuzz is installed from crates.io. Without them the script
 # says so and exits 0, except under CI=true, where that is a failure.
 # Each target starts from its seeds in fuzz/corpus/<target> (read only) and
@@ -63,8 +64,9 @@ case $mode in
 esac
 
 command -v rustup >/dev/null 2>&1 || missing "rustup is not installed"
-rustup run nightly rustc --version >/dev/null 2>&1 ||
-    missing "no nightly toolchain (rustup run nightly rustc fails); cargo-fuzz needs one for -Zsanitizer"
+toolchain=${FUZZ_TOOLCHAIN:-nightly}
+rustup run "$toolchain" rustc --version >/dev/null 2>&1 ||
+    missing "no $toolchain toolchain (rustup run $toolchain rustc fails); cargo-fuzz needs a nightly one for -Zsanitizer"
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "scripts/fuzz.sh: installing cargo-fuzz from crates.io" >&2
     cargo install --locked cargo-fuzz >&2 || missing "cargo-fuzz is not installed and 'cargo install cargo-fuzz' failed"
@@ -73,7 +75,7 @@ fi
 target_dir=${FUZZ_TARGET_DIR:-${CARGO_TARGET_DIR:-$root/target}/fuzz}
 work=${FUZZ_WORK:-$root/target/fuzz-corpus}
 mkdir -p "$work"
-fuzz() { (cd fuzz && nice -n 19 rustup run nightly cargo fuzz "$@"); }
+fuzz() { (cd fuzz && nice -n 19 rustup run "$toolchain" cargo fuzz "$@"); }
 
 echo "scripts/fuzz.sh: building ${#names[@]} fuzz targets (nightly, address sanitizer)" >&2
 start=$SECONDS
