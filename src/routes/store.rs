@@ -1,7 +1,8 @@
 //! The route store: routes survive restarts.
 //!
-//! Behind the small [`RouteStore`] trait (sled today; redb is the fallback
-//! NOTES.md names). Writes are batched: the writer task drains the table's
+//! Behind the small [`RouteStore`] trait: the daemon uses redb
+//! (`super::redb_store`), [`SledStore`] is the second backend (tests,
+//! `examples/memory`). Writes are batched: the writer task drains the table's
 //! changes once per `flush_interval`, writes them in one batch and flushes
 //! once, instead of an fsync per answer. Refreshes that only move an expiry
 //! a little are written at a coarse granularity (see the daemon), which
@@ -44,6 +45,12 @@ pub enum StoreError {
         path: PathBuf,
         #[source]
         source: sled::Error,
+    },
+    #[error("route store {path}: {source}")]
+    Redb {
+        path: PathBuf,
+        #[source]
+        source: redb::Error,
     },
 }
 
@@ -90,7 +97,7 @@ const RECORD_V2: u8 = 2;
 /// ~110 in JSON: version, names seen (u32), attribution count (u16), then
 /// per attribution expires (u64), list, domain and source (each a length
 /// byte and UTF-8; an empty source is `dns`). Big-endian.
-fn encode_record(route: &Route, out: &mut Vec<u8>) {
+pub(crate) fn encode_record(route: &Route, out: &mut Vec<u8>) {
     out.clear();
     out.push(RECORD_V2);
     out.extend_from_slice(&route.names_total.to_be_bytes());
@@ -115,7 +122,7 @@ fn encode_record(route: &Route, out: &mut Vec<u8>) {
     }
 }
 
-fn decode_record(addr: IpAddr, mut b: &[u8]) -> Option<Route> {
+pub(crate) fn decode_record(addr: IpAddr, mut b: &[u8]) -> Option<Route> {
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, rest) = (b.get(..n)?, b.get(n..)?);
         *b = rest;
@@ -151,14 +158,14 @@ fn decode_record(addr: IpAddr, mut b: &[u8]) -> Option<Route> {
     Some(Route { addr, attributions, names_total: names_total.max(n as u32) })
 }
 
-fn key(addr: IpAddr) -> Vec<u8> {
+pub(crate) fn key(addr: IpAddr) -> Vec<u8> {
     match addr {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),
     }
 }
 
-fn addr_of(key: &[u8]) -> Option<IpAddr> {
+pub(crate) fn addr_of(key: &[u8]) -> Option<IpAddr> {
     match key.len() {
         4 => Some(IpAddr::from(<[u8; 4]>::try_from(key).ok()?)),
         16 => Some(IpAddr::from(<[u8; 16]>::try_from(key).ok()?)),
@@ -199,7 +206,7 @@ pub struct SledStore {
     _lock: File,
 }
 
-fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     let io = |source| StoreError::Io { path: dir.to_path_buf(), source };
     std::fs::create_dir_all(dir).map_err(io)?;
     let lock_path = dir.join("LOCK");
