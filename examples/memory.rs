@@ -3,7 +3,7 @@
 //! store holding them. Prints VmRSS after each step; see BENCHMARKS.md.
 //!
 //! ```text
-//! cargo run --release --example memory -- [--routes N] [--domains N] [--store DIR [--cache BYTES] [--batch N] [--reload]]
+//! cargo run --release --example memory -- [--routes N] [--domains N] [--store DIR [--backend sled|redb] [--cache BYTES] [--batch N] [--reload]]
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use dnsbgpd::config::Settings;
 use dnsbgpd::lists::Lists;
+use dnsbgpd::routes::redb_store::RedbStore;
 use dnsbgpd::routes::store::{RouteStore, SledStore};
 use dnsbgpd::routes::{Clock, RouteEvent, RouteTable, Source};
 
@@ -100,8 +101,17 @@ fn main() -> anyhow::Result<()> {
         (rss_mib() - before) * 1048576.0 / routes.max(1) as f64
     );
 
+    let backend = args.iter().position(|a| a == "--backend").and_then(|i| args.get(i + 1)).cloned();
+    let backend = backend.unwrap_or_else(|| "sled".into());
+    let open = |path: &Path| -> anyhow::Result<Box<dyn RouteStore>> {
+        Ok(match backend.as_str() {
+            "redb" => Box::new(RedbStore::open(path, cache)?),
+            "sled" => Box::new(SledStore::open(path, cache)?),
+            other => anyhow::bail!("--backend {other}: sled or redb"),
+        })
+    };
     if let Some(path) = store {
-        let s = SledStore::open(&path, cache)?;
+        let s = open(&path)?;
         let before = rss_mib();
         let started = Instant::now();
         // As the store writer: write calls of `batch` routes (one sled
@@ -116,7 +126,7 @@ fn main() -> anyhow::Result<()> {
         }
         drop(all);
         println!(
-            "sled (cache_capacity {} MiB, {batch} routes per batch) after writing {} routes: {:.2} s, VmRSS {:.1} MiB (+{:.1})",
+            "{backend} (cache {} MiB, {batch} routes per write) after writing {} routes: {:.2} s, VmRSS {:.1} MiB (+{:.1})",
             cache >> 20,
             table.len(),
             started.elapsed().as_secs_f64(),
@@ -130,11 +140,19 @@ fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         let before = rss_mib();
-        let s = SledStore::open(&path, cache)?;
+        // sled's threads may hold its files a moment after the drop.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let s = loop {
+            match open(&path) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => return Err(e),
+            }
+        };
         let started = Instant::now();
         let (loaded, bad) = s.load()?;
         println!(
-            "sled reopened and loaded {} routes ({bad} bad): {:.2} s, VmRSS {:.1} MiB (+{:.1})",
+            "{backend} reopened and loaded {} routes ({bad} bad): {:.2} s, VmRSS {:.1} MiB (+{:.1})",
             loaded.len(),
             started.elapsed().as_secs_f64(),
             rss_mib(),

@@ -36,7 +36,7 @@ use crate::lists::Lists;
 use crate::lists::watch::{self, ReloadCause};
 use crate::metrics::Metrics;
 use crate::routes::ingest::Ingest;
-use crate::routes::store::{self, RouteStore, SledStore, StoreStatus};
+use crate::routes::store::{self, RouteStore, StoreStatus};
 use crate::routes::{Clock, RouteEvent, RouteTable};
 use crate::sync::PeerSync;
 use crate::sync::metrics::SyncMetrics;
@@ -67,10 +67,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let r = &settings.routes;
     let store_dir = r.store.clone();
     let cache = r.store_cache;
-    let sled = tokio::task::spawn_blocking(move || SledStore::open(&store_dir, cache)).await??;
-    let db = sled.db().clone();
-    let blocking_db = sled.db().clone();
-    let store: Arc<dyn RouteStore> = Arc::new(sled);
+    let (routes_store, db) =
+        tokio::task::spawn_blocking(move || crate::routes::redb_store::open_daemon_store(&store_dir, cache)).await??;
+    let blocking_db = db.clone();
+    let store: Arc<dyn RouteStore> = Arc::new(routes_store);
     let table = Arc::new(RouteTable::new(Clock::new(), r.min_ttl, r.max_ttl).with_limits(route_limits(&settings)));
     let store_status = Arc::new(StoreStatus::default());
     // Inputs stop first, the store writer next, BGP last (module docs).

@@ -2,17 +2,18 @@
 //! stopped daemon.
 //!
 //! The store (`[routes] store`, a directory with a `LOCK` file) holds the
-//! routes in a sled database of their own (`routes/`), and in a second one
-//! (`db/`) this instance's sync change log (`sync_changes`, `sync_meta`)
-//! and the blocking engine's blocks. A
+//! routes in a redb file (`routes.redb`), and in a sled database (`db/`)
+//! this instance's sync change log (`sync_changes`, `sync_meta`) and the
+//! blocking engine's blocks. A
 //! running daemon holds the lock, so these commands refuse to touch its
 //! store and say so.
 //!
 //! * `check` reads every route and change-log record and reports the ones
 //!   that cannot be decoded (what the daemon skips with a warning at
-//!   start) and any error sled reports while reading (a damaged file).
+//!   start) and any error redb or sled reports while reading (a damaged
+//!   file).
 //! * `repair` removes the undecodable records; when sled cannot open or
-//!   read the database at all, it moves the whole directory aside
+//!   read a database at all, it moves the whole directory aside
 //!   (`<store>.damaged-<unix seconds>`) so that the next start begins with
 //!   an empty store. Routes then come back from the resolver's answers and
 //!   from sync peers (which send a snapshot to an instance they do not
@@ -25,10 +26,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::routes::store::{SledStore, StoreError, decode_record};
+use crate::routes::redb_store::{RedbStore, open_daemon_store};
+use crate::routes::store::{StoreError, decode_stored};
 use crate::sync::log::stored_codec;
 
-/// sled's page cache for these one-off reads.
+/// The page cache of these one-off reads.
 const CACHE: usize = 16 << 20;
 
 /// What `check` found.
@@ -38,7 +40,7 @@ pub struct Report {
     pub bad_routes: Vec<String>,
     pub changes: usize,
     pub bad_changes: Vec<String>,
-    /// Errors sled reported while reading (a damaged database file).
+    /// Errors redb or sled reported while reading (a damaged database file).
     pub read_errors: Vec<String>,
 }
 
@@ -84,32 +86,37 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn open(dir: &Path) -> Result<SledStore, StoreCliError> {
-    if !dir.join("db").exists() {
-        return Err(StoreCliError::Other { path: dir.to_path_buf(), message: "no store here (no db)".into() });
+/// The routes (redb) and the database of sync and blocking (sled).
+struct Store {
+    routes: RedbStore,
+    shared: sled::Db,
+}
+
+fn open(dir: &Path) -> Result<Store, StoreCliError> {
+    if !dir.join("db").exists() && !dir.join("routes.redb").exists() {
+        return Err(StoreCliError::Other { path: dir.to_path_buf(), message: "no store here (no db, no routes.redb)".into() });
     }
-    Ok(SledStore::open(dir, CACHE)?)
+    let (routes, shared) = open_daemon_store(dir, CACHE)?;
+    Ok(Store { routes, shared })
 }
 
 /// A report and the keys of the undecodable routes and change-log records.
 type Found = (Report, Vec<Vec<u8>>, Vec<Vec<u8>>);
 
 /// Reads both trees.
-fn scan(store: &SledStore) -> Result<Found, String> {
+fn scan(store: &Store) -> Result<Found, String> {
     let mut r = Report::default();
     let (mut bad_routes, mut bad_changes) = (Vec::new(), Vec::new());
-    let db = store.db();
-    for item in store.routes_tree().map_err(|e| e.to_string())?.iter() {
-        match item {
-            Ok((k, v)) => {
-                r.routes += 1;
-                if decode_record(&k, &v).is_none() {
-                    r.bad_routes.push(hex(&k));
-                    bad_routes.push(k.to_vec());
-                }
-            }
-            Err(e) => r.read_errors.push(format!("routes: {e}")),
+    let db = &store.shared;
+    let read = store.routes.each_raw(&mut |k, v| {
+        r.routes += 1;
+        if decode_stored(k, v).is_none() {
+            r.bad_routes.push(hex(k));
+            bad_routes.push(k.to_vec());
         }
+    });
+    if let Err(e) = read {
+        r.read_errors.push(format!("routes: {e}"));
     }
     for item in db.open_tree("sync_changes").map_err(|e| e.to_string())?.iter() {
         match item {
@@ -150,8 +157,8 @@ pub fn repair(dir: &Path) -> Result<Repaired, StoreCliError> {
     let other = |message: String| StoreCliError::Other { path: dir.to_path_buf(), message };
     let opened = match open(dir) {
         Ok(store) => scan(&store).ok().map(|found| (store, found)),
-        // sled cannot open it: damaged.
-        Err(StoreCliError::Store(StoreError::Db { .. })) => None,
+        // redb or sled cannot open it: damaged.
+        Err(StoreCliError::Store(StoreError::Db { .. } | StoreError::Redb { .. })) => None,
         // In use by a running daemon, unreadable, or not a store: never move it.
         Err(e) => return Err(e),
     };
@@ -160,16 +167,13 @@ pub fn repair(dir: &Path) -> Result<Repaired, StoreCliError> {
             if report.is_clean() {
                 return Ok(Repaired::Clean);
             }
-            let db = store.db();
-            let routes = store.routes_tree()?;
-            for k in &bad_routes {
-                routes.remove(k).map_err(|e| other(e.to_string()))?;
-            }
+            let db = &store.shared;
+            store.routes.remove_raw(&bad_routes)?;
             let changes = db.open_tree("sync_changes").map_err(|e| other(e.to_string()))?;
             for k in &bad_changes {
                 changes.remove(k).map_err(|e| other(e.to_string()))?;
             }
-            store.flush_all()?;
+            db.flush().map_err(|e| other(e.to_string()))?;
             Ok(Repaired::Removed(bad_routes.len(), bad_changes.len()))
         }
         damaged => {
@@ -201,13 +205,15 @@ struct ExportLine<'a> {
 pub fn export(dir: &Path, out: &mut dyn std::io::Write) -> Result<(usize, usize), StoreCliError> {
     let other = |message: String| StoreCliError::Other { path: dir.to_path_buf(), message };
     let store = open(dir)?;
-    let tree = store.routes_tree()?;
     let (mut lines, mut bad) = (0, 0);
-    for item in tree.iter() {
-        let (k, v) = item.map_err(|e| other(e.to_string()))?;
-        let Some(route) = decode_record(&k, &v) else {
+    let mut failed: Option<String> = None;
+    store.routes.each_raw(&mut |k, v| {
+        if failed.is_some() {
+            return;
+        }
+        let Some(route) = decode_stored(k, v) else {
             bad += 1;
-            continue;
+            return;
         };
         let prefix = match route.addr {
             std::net::IpAddr::V4(a) => format!("{a}/32"),
@@ -221,10 +227,18 @@ pub fn export(dir: &Path, out: &mut dyn std::io::Write) -> Result<(usize, usize)
                 expires: crate::clock::rfc3339(a.expires),
                 source: a.source.as_str(),
             };
-            let text = serde_json::to_string(&line).map_err(|e| other(e.to_string()))?;
-            writeln!(out, "{text}").map_err(|e| other(format!("writing the export: {e}")))?;
+            let written = serde_json::to_string(&line)
+                .map_err(|e| e.to_string())
+                .and_then(|text| writeln!(out, "{text}").map_err(|e| format!("writing the export: {e}")));
+            if let Err(e) = written {
+                failed = Some(e);
+                return;
+            }
             lines += 1;
         }
+    })?;
+    if let Some(e) = failed {
+        return Err(other(e));
     }
     Ok((lines, bad))
 }

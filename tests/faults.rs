@@ -554,9 +554,13 @@ fn damaged_store_check_repair_export() -> Result<()> {
 
     // An undecodable record (as a damaged or foreign write would leave).
     {
-        let db = sled::Config::new().path(d.store.join("routes")).open()?;
-        db.open_tree("routes")?.insert([198u8, 51, 100, 99], &b"not a route record"[..])?;
-        db.flush()?;
+        let db = redb::Database::create(d.store.join("routes.redb"))?;
+        let txn = db.begin_write()?;
+        {
+            let mut t = txn.open_table(redb::TableDefinition::<&[u8], &[u8]>::new("routes"))?;
+            t.insert(&[198u8, 51, 100, 99][..], &b"not a route record"[..])?;
+        }
+        txn.commit()?;
     }
     let (code, out, err) = dnsbgpd_cli(&["store", "check", "--store", &store])?;
     assert_eq!(code, 1, "{out}{err}");

@@ -1,7 +1,7 @@
 //! Records read back from the store: a damaged or foreign sled database
 //! must give a skipped record, never a panic.
 //!
-//! * route records (`routes::store::decode_record`, key = the address
+//! * route records (`routes::store::decode_stored`, key = the address
 //!   bytes, value = the JSON record): a decoded route has a 4- or 16-byte
 //!   key's address and survives being loaded into a route table;
 //! * sync change-log records (`sync::log::stored_codec`): whatever decodes
@@ -13,7 +13,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use dnsbgpd::routes::store::decode_record;
+use dnsbgpd::routes::store::decode_stored;
 use dnsbgpd::routes::{Clock, RouteTable};
 use dnsbgpd::sync::log::stored_codec;
 use libfuzzer_sys::fuzz_target;
@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&split, rest)) = data.split_first() else { return };
     let split = usize::from(split % 17).min(rest.len());
     let (key, value) = rest.split_at(split);
-    if let Some(route) = decode_record(key, value) {
+    if let Some(route) = decode_stored(key, value) {
         assert!(matches!(key.len(), 4 | 16));
         let table = RouteTable::new(clock(), Duration::from_secs(60), Duration::from_secs(86_400));
         table.load(vec![route]);

@@ -42,11 +42,19 @@ pub struct Ingested {
 pub struct Ingest {
     table: Arc<RouteTable>,
     cnames: CnameMemory,
+    /// When the CNAME memory was last swept.
+    cnames_swept: std::sync::atomic::AtomicU64,
 }
+
+/// How often expired CNAME links are swept out. A sweep walks the whole
+/// memory (up to `cname::MAX_TARGETS`) under the lock the hot path reads,
+/// so it must not run at every expiry tick; expired links are ignored by
+/// [`CnameMemory::links`] meanwhile, so this only delays freeing them.
+const CNAME_SWEEP_EVERY: UnixMillis = 30_000;
 
 impl Ingest {
     pub fn new(table: Arc<RouteTable>) -> Ingest {
-        Ingest { table, cnames: CnameMemory::new() }
+        Ingest { table, cnames: CnameMemory::new(), cnames_swept: std::sync::atomic::AtomicU64::new(0) }
     }
 
     pub fn table(&self) -> &Arc<RouteTable> {
@@ -169,7 +177,12 @@ impl Ingest {
 
     /// Periodic upkeep: expired routes and CNAME links.
     pub fn expire(&self) -> Vec<IpAddr> {
-        self.cnames.sweep(self.table.clock().now());
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.table.clock().now();
+        if now.saturating_sub(self.cnames_swept.load(Relaxed)) >= CNAME_SWEEP_EVERY {
+            self.cnames_swept.store(now, Relaxed);
+            self.cnames.sweep(now);
+        }
         self.table.expire()
     }
 }

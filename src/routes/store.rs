@@ -1,7 +1,8 @@
 //! The route store: routes survive restarts.
 //!
-//! Behind the small [`RouteStore`] trait (sled today; redb is the fallback
-//! NOTES.md names). Writes are batched: the writer task drains the table's
+//! Behind the small [`RouteStore`] trait: the daemon uses redb
+//! (`super::redb_store`), [`SledStore`] is the second backend (tests,
+//! `examples/memory`). Writes are batched: the writer task drains the table's
 //! changes once per `flush_interval`, writes them in one batch and flushes
 //! once, instead of an fsync per answer. Refreshes that only move an expiry
 //! a little are written at a coarse granularity (see the daemon), which
@@ -44,6 +45,12 @@ pub enum StoreError {
         path: PathBuf,
         #[source]
         source: sled::Error,
+    },
+    #[error("route store {path}: {source}")]
+    Redb {
+        path: PathBuf,
+        #[source]
+        source: redb::Error,
     },
 }
 
@@ -90,7 +97,7 @@ const RECORD_V2: u8 = 2;
 /// ~110 in JSON: version, names seen (u32), attribution count (u16), then
 /// per attribution expires (u64), list, domain and source (each a length
 /// byte and UTF-8; an empty source is `dns`). Big-endian.
-fn encode_record(route: &Route, out: &mut Vec<u8>) {
+pub(crate) fn encode_record(route: &Route, out: &mut Vec<u8>) {
     out.clear();
     out.push(RECORD_V2);
     out.extend_from_slice(&route.names_total.to_be_bytes());
@@ -115,7 +122,15 @@ fn encode_record(route: &Route, out: &mut Vec<u8>) {
     }
 }
 
-fn decode_value(addr: IpAddr, mut b: &[u8]) -> Option<Route> {
+/// A stored route from its key and value, `None` when either cannot be
+/// decoded. Public for the fuzz target `stored_record` and for
+/// `dnsbgpd store` (src/store_cli.rs), not an API.
+#[doc(hidden)]
+pub fn decode_stored(key: &[u8], value: &[u8]) -> Option<Route> {
+    decode_record(addr_of(key)?, value)
+}
+
+pub(crate) fn decode_record(addr: IpAddr, mut b: &[u8]) -> Option<Route> {
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, rest) = (b.get(..n)?, b.get(n..)?);
         *b = rest;
@@ -151,27 +166,19 @@ fn decode_value(addr: IpAddr, mut b: &[u8]) -> Option<Route> {
     Some(Route { addr, attributions, names_total: names_total.max(n as u32) })
 }
 
-fn key(addr: IpAddr) -> Vec<u8> {
+pub(crate) fn key(addr: IpAddr) -> Vec<u8> {
     match addr {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),
     }
 }
 
-fn addr_of(key: &[u8]) -> Option<IpAddr> {
+pub(crate) fn addr_of(key: &[u8]) -> Option<IpAddr> {
     match key.len() {
         4 => Some(IpAddr::from(<[u8; 4]>::try_from(key).ok()?)),
         16 => Some(IpAddr::from(<[u8; 16]>::try_from(key).ok()?)),
         _ => None,
     }
-}
-
-/// A stored route from its key and value, `None` when either cannot be
-/// decoded. Public for the fuzz target `stored_record` and for
-/// `dnsbgpd store` (src/store_cli.rs), not an API.
-#[doc(hidden)]
-pub fn decode_record(key: &[u8], value: &[u8]) -> Option<Route> {
-    decode_value(addr_of(key)?, value)
 }
 
 /// The routes' own sled database (`STORE/routes`). It is apart from the
@@ -207,7 +214,7 @@ pub struct SledStore {
     _lock: File,
 }
 
-fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     let io = |source| StoreError::Io { path: dir.to_path_buf(), source };
     std::fs::create_dir_all(dir).map_err(io)?;
     let lock_path = dir.join("LOCK");
@@ -268,19 +275,6 @@ impl SledStore {
     /// The database peer sync and the blocking engine keep their trees in.
     pub fn db(&self) -> &sled::Db {
         &self.shared
-    }
-
-    /// The routes' own tree (for `dnsbgpd store`: check, repair, export).
-    #[doc(hidden)]
-    pub fn routes_tree(&self) -> Result<sled::Tree, StoreError> {
-        self.with(|db| Ok(db.routes.clone()))
-    }
-
-    /// Flushes the routes' database and the shared one.
-    #[doc(hidden)]
-    pub fn flush_all(&self) -> Result<(), StoreError> {
-        self.with(|db| db.db.flush().map(|_| ()))?;
-        self.shared.flush().map(|_| ()).map_err(|e| self.db_err(e))
     }
 
     /// Runs `f` on the routes' database, reopening it first if an earlier
@@ -350,7 +344,7 @@ impl RouteStore for SledStore {
             let mut bad = 0;
             for item in db.routes.iter() {
                 let (k, v) = item?;
-                match addr_of(&k).and_then(|addr| decode_value(addr, &v)) {
+                match addr_of(&k).and_then(|addr| decode_record(addr, &v)) {
                     Some(route) => routes.push(route),
                     None => {
                         bad += 1;
@@ -664,22 +658,22 @@ mod tests {
         let mut bytes = Vec::new();
         encode_record(&r, &mut bytes);
         assert!(bytes.len() < 80, "{} bytes", bytes.len());
-        assert_eq!(decode_value(r.addr, &bytes), Some(r.clone()));
+        assert_eq!(decode_record(r.addr, &bytes), Some(r.clone()));
         // Every truncation and any trailing byte is rejected, never a panic.
         for cut in 0..bytes.len() {
-            assert_eq!(decode_value(r.addr, &bytes[..cut]), None, "cut at {cut}");
+            assert_eq!(decode_record(r.addr, &bytes[..cut]), None, "cut at {cut}");
         }
         bytes.push(0);
-        assert_eq!(decode_value(r.addr, &bytes), None);
+        assert_eq!(decode_record(r.addr, &bytes), None);
         // What earlier versions wrote.
         let json = br#"{"v":1,"attributions":[{"domain":"www.listed.test","list":"vpn","expires":10,"source":"dns"}]}"#;
-        assert_eq!(decode_value("198.51.100.1".parse().unwrap(), json), Some(route("198.51.100.1", 10)));
+        assert_eq!(decode_record("198.51.100.1".parse().unwrap(), json), Some(route("198.51.100.1", 10)));
     }
 
     proptest::proptest! {
         #[test]
         fn record_decode_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..120)) {
-            let _ = decode_value("198.51.100.1".parse().unwrap(), &bytes);
+            let _ = decode_record("198.51.100.1".parse().unwrap(), &bytes);
         }
     }
 
