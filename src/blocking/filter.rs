@@ -178,8 +178,13 @@ impl NameHasher {
         let mut h = self.seed;
         for label in labels.iter().rev() {
             let mut lh = self.seed ^ label.len() as u64;
-            for b in label.iter() {
-                lh = (lh ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(FNV_PRIME);
+            for chunk in label.chunks(8) {
+                let mut w = [0u8; 8];
+                for (d, b) in w.iter_mut().zip(chunk) {
+                    *d = b.to_ascii_lowercase();
+                }
+                lh = (lh ^ u64::from_le_bytes(w)).wrapping_mul(FNV_PRIME);
+                lh ^= lh >> 32;
             }
             h = fmix64(h.rotate_left(23) ^ lh);
         }
