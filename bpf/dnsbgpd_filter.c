@@ -12,11 +12,13 @@
 //
 // Per packet: the source address against exact v4/v6 hash maps, then the
 // v4/v6 LPM tries; for UDP the question name, one lookup per suffix (most
-// specific first). Every entry carries its expiry in CLOCK_BOOTTIME ns and
+// specific first), each lookup behind a one-byte counting-filter slot (an
+// array indexed by the suffix hash, inlined by the JIT) so that a name with
+// no entry costs no hash lookup at all. Every entry carries its expiry in CLOCK_BOOTTIME ns and
 // a hit counter. Whatever cannot be parsed passes.
 //
-// Name keys: every label is hashed (FNV-1a over the lowercased bytes, seeded
-// from the `config` map), suffix hashes are folded from the right
+// Name keys: every label is hashed (eight lowercased bytes at a time, see
+// label_step, seeded from the `config` map), suffix hashes are folded from the right
 // (H(root) = seed, H(label.rest) = mix(rotl(H(rest), 23) ^ h(label))), and
 // the key is {hash, wire length of the suffix, kind, qtype}. The userspace
 // twin is `NameHasher` in src/blocking/filter.rs; tests/bpf_filter.rs checks
@@ -89,6 +91,8 @@ struct config {
 	__u64 seed;
 	__u32 port;  // cgroup mode: the resolver's port (host order)
 	__u32 names; // non-zero when any name entry exists (else no name parse)
+	__u32 slot_mask; // suffix_slots has slot_mask + 1 slots (a power of two)
+	__u32 pad;
 };
 
 // Per-CPU packet state. The parse cursor lives here rather than on the
@@ -101,10 +105,13 @@ struct scratch {
 	__u32 n;     // labels seen
 	__s32 state; // 0 going on, 1 done (root label), -1 unparseable
 	__u64 fold;  // suffix hash being folded from the right
+	__u32 mask;  // config.slot_mask
+	__u32 maybe; // suffixes whose counting-filter slot is non-zero
 	__u8 buf[BUF_SIZE];
 	__u64 lh[MAX_LABELS];  // per-label hash
 	__u64 sh[MAX_LABELS];  // suffix hash from label k to the end
 	__u8 off[MAX_LABELS];  // offset of label k's length byte
+	__u8 slot[MAX_LABELS]; // non-zero: suffix k may have an entry
 };
 
 struct {
@@ -150,6 +157,17 @@ struct {
 	__type(key, struct suffix_key);
 	__type(value, __u32);
 } suffixes SEC(".maps");
+
+// Counting filter in front of `suffixes`: slot (hash & slot_mask) counts the
+// presence keys whose hash falls there (saturating at 255 in the kernel
+// copy; the exact count is kept by dnsbgpd). Zero: no entry for that
+// suffix, skip the hash lookups. Sized by dnsbgpd (a power of two).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} suffix_slots SEC(".maps");
 
 // Userspace only: the presentation text of each name entry (the kernel map
 // holds hashes), so that a restarted dnsbgpd that reuses pinned maps can
@@ -206,6 +224,20 @@ static __always_inline __u64 fmix64(__u64 x)
 	x *= 0xc4ceb9fe1a85ec53ULL;
 	x ^= x >> 33;
 	return x;
+}
+
+// Eight label bytes at a time (little-endian, zero-padded): ASCII
+// uppercase folded to lowercase in all eight lanes at once, then a
+// multiply-xorshift step. `NameHasher` does the same per byte.
+static __always_inline __u64 label_step(__u64 h, __u64 w)
+{
+	__u64 t = w & 0x7f7f7f7f7f7f7f7fULL;
+	__u64 ge_a = t + 0x3f3f3f3f3f3f3f3fULL; // lane bit 7: low 7 bits >= 'A'
+	__u64 gt_z = t + 0x2525252525252525ULL; // lane bit 7: low 7 bits > 'Z'
+	__u64 upper = ge_a & ~gt_z & ~w & 0x8080808080808080ULL;
+	w |= upper >> 2; // 0x80 >> 2 = 0x20
+	h = (h ^ w) * FNV_PRIME;
+	return h ^ (h >> 32);
 }
 
 static __always_inline void count_drop(__u32 reason)
@@ -320,13 +352,18 @@ static long parse_label(__u64 index, void *arg)
 		return 1;
 	}
 	__u64 h = s->seed ^ len;
-	for (__u32 j = 0; j < 63; j++) {
-		if (j >= len)
+	for (__u32 j = 0; j < 8; j++) {
+		__u32 at = j * 8;
+		if (at >= len)
 			break;
-		__u8 b = s->buf[(pos + 1 + j) & (BUF_SIZE - 1)];
-		if (b >= 'A' && b <= 'Z')
-			b |= 0x20;
-		h = (h ^ b) * FNV_PRIME;
+		__u32 off = pos + 1 + at;
+		if (off > BUF_SIZE - 8)
+			break; // cannot happen (pos <= 255); bounds the load for the verifier
+		__u64 w = *(__u64 *)(s->buf + off); // unaligned: fine on the JITs we run on
+		__u32 rest = len - at;
+		if (rest < 8)
+			w &= (1ULL << (rest * 8)) - 1;
+		h = label_step(h, w);
 	}
 	__u32 n = s->n & (MAX_LABELS - 1);
 	s->lh[n] = h;
@@ -349,6 +386,11 @@ static long fold_label(__u64 index, void *arg)
 	h = fmix64(((h << 23) | (h >> 41)) ^ s->lh[k]);
 	s->fold = h;
 	s->sh[k] = h;
+	__u32 idx = (__u32)h & s->mask;
+	__u8 *slot = bpf_map_lookup_elem(&suffix_slots, &idx);
+	__u8 maybe = slot && *slot;
+	s->slot[k] = maybe;
+	s->maybe += maybe;
 	return 0;
 }
 
@@ -376,6 +418,8 @@ static long lookup_suffix(__u64 index, void *arg)
 	__u32 k = index & (MAX_LABELS - 1);
 	if (k >= c->n)
 		return 1;
+	if (!s->slot[k])
+		return 0;
 	__u64 h = s->sh[k];
 	__u8 len = c->namelen - s->off[k];
 	__u16 q = c->qtype;
@@ -456,7 +500,11 @@ static __always_inline int check_name(struct __sk_buff *skb, __u64 now, __u32 l4
 	__u16 qtype = ((__u16)s->buf[namelen & (BUF_SIZE - 1)] << 8) | s->buf[(namelen + 1) & (BUF_SIZE - 1)];
 
 	s->fold = cfg->seed;
+	s->mask = cfg->slot_mask;
+	s->maybe = 0;
 	bpf_loop(MAX_LABELS, fold_label, &p, 0);
+	if (s->maybe == 0)
+		return -1; // no suffix has an entry: the common miss
 
 	struct lookup_ctx l = { .s = s, .now = now, .n = nl, .namelen = namelen, .qtype = qtype, .verdict = -1 };
 	bpf_loop(MAX_LABELS, lookup_suffix, &l, 0);

@@ -217,6 +217,63 @@ fn names_exact_suffix_below_allow_and_qtype() {
     assert!(drops(&f, &udp4(c, &query("exact.test", AAAA))));
 }
 
+/// Labels are hashed eight bytes at a time with all lanes lowercased at
+/// once: labels of 8, 9, 16, 17 and 63 bytes, uppercase in every lane, and
+/// the bytes next to the letter ranges (`@` `[` `` ` `` `{`, and bytes with
+/// the top bit set whose low seven bits are a letter) must hash like the
+/// userspace twin. Also: removing the last entry of a name and adding it
+/// again keeps the counting filter in step.
+#[test]
+fn long_labels_and_lowercasing_edges() {
+    let Some(f) = filter() else { return };
+    let c = "192.0.2.1";
+    let long = "abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0";
+    assert_eq!(long.len(), 63);
+    let names = ["abcdefgh.test", "abcdefghi.test", "abcdefgh12345678.test", "abcdefgh12345678z.test"];
+    for n in names {
+        f.upsert(&name(n, NameMatch::Exact, QTYPE_ANY), Verdict::Drop, later()).unwrap();
+    }
+    f.upsert(&name(&format!("{long}.test"), NameMatch::Suffix, QTYPE_ANY), Verdict::Drop, later()).unwrap();
+    f.upsert(&name("x@y[z.test", NameMatch::Exact, QTYPE_ANY), Verdict::Drop, later()).unwrap();
+    f.upsert(&name("high\u{c3}.test", NameMatch::Exact, QTYPE_ANY), Verdict::Drop, later()).unwrap();
+    for n in names {
+        assert!(drops(&f, &udp4(c, &query(n, A))), "{n}");
+        assert!(drops(&f, &udp4(c, &query(&n.to_ascii_uppercase(), A))), "{n} in uppercase");
+        // One byte more or less in the first label: another name.
+        let (first, rest) = n.split_once('.').unwrap();
+        assert!(!drops(&f, &udp4(c, &query(&format!("{first}x.{rest}"), A))), "{n} + x");
+        assert!(!drops(&f, &udp4(c, &query(&format!("{}.{rest}", &first[1..]), A))), "{n} - 1");
+    }
+    assert!(drops(&f, &udp4(c, &query(&format!("www.{}.test", long.to_ascii_uppercase()), A))));
+    let mut other = long.to_string();
+    other.replace_range(62.., "1");
+    assert!(!drops(&f, &udp4(c, &query(&format!("{other}.test"), A))), "last byte of a 63-byte label");
+    // `@` | 0x20 is `` ` `` and `[` | 0x20 is `{`: not letters, not folded.
+    assert!(drops(&f, &udp4(c, &query("x@y[z.test", A))));
+    assert!(drops(&f, &udp4(c, &query("X@Y[Z.TEST", A))));
+    assert!(!drops(&f, &udp4(c, &query("x`y[z.test", A))));
+    assert!(!drops(&f, &udp4(c, &query("x@y{z.test", A))));
+    // 0xc3 & 0x7f is 'C': a byte with the top bit set is never folded.
+    let label = |b: &[u8]| {
+        let mut w = vec![b.len() as u8];
+        w.extend_from_slice(b);
+        w.extend_from_slice(&[4, b't', b'e', b's', b't', 0]);
+        w
+    };
+    let high = "high\u{c3}".as_bytes();
+    assert!(drops(&f, &udp4(c, &query_wire(&label(high), A))));
+    let mut folded = high.to_vec();
+    folded[4] |= 0x20; // 0xc3 -> 0xe3
+    assert!(!drops(&f, &udp4(c, &query_wire(&label(&folded), A))));
+    // The counting filter follows removal and re-insertion.
+    let k = name("abcdefghi.test", NameMatch::Exact, QTYPE_ANY);
+    assert!(f.remove(&k).unwrap());
+    assert!(!drops(&f, &udp4(c, &query("abcdefghi.test", A))));
+    assert!(drops(&f, &udp4(c, &query("abcdefgh.test", A))), "a neighbour stays");
+    f.upsert(&k, Verdict::Drop, later()).unwrap();
+    assert!(drops(&f, &udp4(c, &query("abcdefghi.test", A))));
+}
+
 #[test]
 fn malformed_and_edge_packets_pass() {
     let Some(f) = filter() else { return };

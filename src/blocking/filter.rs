@@ -44,8 +44,29 @@ pub const CGROUP_PROGRAM: &str = "dnsbgpd_cgroup";
 /// Maps sized by `max_blocks`.
 const ENTRY_MAPS: [&str; 7] = ["src_v4", "src_v6", "net_v4", "net_v6", "names", "suffixes", "name_texts"];
 /// Maps pinned with `pin_path` (the scratch map is per-packet state).
-const PINNED_MAPS: [&str; 10] =
-    ["src_v4", "src_v6", "net_v4", "net_v6", "names", "suffixes", "name_texts", "drops", "config", "attached"];
+const PINNED_MAPS: [&str; 11] = [
+    "src_v4",
+    "src_v6",
+    "net_v4",
+    "net_v6",
+    "names",
+    "suffixes",
+    "suffix_slots",
+    "name_texts",
+    "drops",
+    "config",
+    "attached",
+];
+/// The counting filter in front of `suffixes`.
+const SLOTS_MAP: &str = "suffix_slots";
+
+/// Slots of the counting filter for `max_entries` name entries: 16 per
+/// entry (rounded up to a power of two), at least 4 Ki, at most 16 Mi
+/// (one byte each). With every name map slot used the chance that a suffix
+/// without entry still needs its hash lookup is then about 1/16.
+pub fn filter_slots(max_entries: u32) -> u32 {
+    max_entries.max(1).next_power_of_two().saturating_mul(16).clamp(1 << 12, 1 << 24)
+}
 
 const VERDICT_DROP: u32 = 0;
 const VERDICT_ALLOW: u32 = 1;
@@ -114,6 +135,9 @@ struct Config {
     /// Non-zero while any name entry exists: the program skips the name
     /// parse otherwise.
     names: u32,
+    /// `suffix_slots` has `slot_mask + 1` slots.
+    slot_mask: u32,
+    pad: u32,
 }
 // SAFETY: plain integers, explicit padding field.
 unsafe impl Pod for Config {}
@@ -154,8 +178,13 @@ impl NameHasher {
         let mut h = self.seed;
         for label in labels.iter().rev() {
             let mut lh = self.seed ^ label.len() as u64;
-            for b in label.iter() {
-                lh = (lh ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(FNV_PRIME);
+            for chunk in label.chunks(8) {
+                let mut w = [0u8; 8];
+                for (d, b) in w.iter_mut().zip(chunk) {
+                    *d = b.to_ascii_lowercase();
+                }
+                lh = (lh ^ u64::from_le_bytes(w)).wrapping_mul(FNV_PRIME);
+                lh ^= lh >> 32;
             }
             h = fmix64(h.rotate_left(23) ^ lh);
         }
@@ -229,6 +258,13 @@ struct Maps {
     net_v6: LpmTrie<MapData, [u8; 16], RawEntry>,
     names: HashMap<MapData, NameKey, RawEntry>,
     suffixes: HashMap<MapData, SuffixKey, u32>,
+    /// The counting filter: a byte per slot, non-zero while a presence
+    /// key's hash falls there.
+    slots: Array<MapData, u8>,
+    slot_mask: u32,
+    /// Presence keys per non-zero slot (the exact counts; the kernel copy
+    /// saturates at 255).
+    slot_counts: std::collections::HashMap<u32, u32>,
     /// Name entries per (hash, length) and presence bit: the source of
     /// the `suffixes` masks.
     counts: std::collections::HashMap<(u64, u8), [u32; 6]>,
@@ -241,6 +277,7 @@ struct Maps {
 impl Maps {
     /// Counts one name entry more (`true`) or less, and rewrites the mask.
     fn bump(&mut self, k: &NameKey, more: bool) -> Result<(), EnforceError> {
+        let existed = self.counts.contains_key(&(k.hash, k.len));
         let c = self.counts.entry((k.hash, k.len)).or_default();
         let b = presence_bit(k);
         c[b] = if more { c[b] + 1 } else { c[b].saturating_sub(1) };
@@ -249,11 +286,41 @@ impl Maps {
         if mask == 0 {
             self.counts.remove(&(k.hash, k.len));
             removed("suffixes", self.suffixes.remove(&sk))?;
+            if existed {
+                self.count_slot(k.hash, false)?;
+            }
         } else {
             // Before the flag below: a packet that sees the flag finds the mask.
             self.suffixes.insert(sk, mask, 0).map_err(|e| map_err("suffixes", e))?;
+            // After the presence key: the kernel never sees a non-zero slot
+            // whose key is missing in a way that loses a match.
+            if !existed {
+                self.count_slot(k.hash, true)?;
+            }
         }
         self.set_names_flag()
+    }
+
+    /// The counting-filter slot of a presence key's hash.
+    fn slot_of(&self, hash: u64) -> u32 {
+        (hash as u32) & self.slot_mask
+    }
+
+    /// One presence key more (`true`) or less in `hash`'s slot.
+    fn count_slot(&mut self, hash: u64, more: bool) -> Result<(), EnforceError> {
+        let slot = self.slot_of(hash);
+        let n = self.slot_counts.get(&slot).copied().unwrap_or(0);
+        let n = if more { n + 1 } else { n.saturating_sub(1) };
+        if n == 0 {
+            self.slot_counts.remove(&slot);
+        } else {
+            self.slot_counts.insert(slot, n);
+        }
+        self.write_slot(slot, n)
+    }
+
+    fn write_slot(&mut self, slot: u32, n: u32) -> Result<(), EnforceError> {
+        self.slots.set(slot, n.min(255) as u8, 0).map_err(|e| map_err(SLOTS_MAP, e))
     }
 
     /// Keeps `config.names` in step with whether any name entry exists.
@@ -272,12 +339,21 @@ impl Maps {
         let keys: Vec<NameKey> = self.names.keys().collect::<Result<_, _>>().map_err(|e| map_err("names", e))?;
         let stale: Vec<SuffixKey> =
             self.suffixes.keys().collect::<Result<_, _>>().map_err(|e| map_err("suffixes", e))?;
+        // Slots the previous run set: they are rewritten below from the
+        // entries; those no entry needs any more are cleared after.
+        let stale_slots: std::collections::HashSet<u32> = stale.iter().map(|sk| self.slot_of(sk.hash)).collect();
         for sk in stale {
             removed("suffixes", self.suffixes.remove(&sk))?;
         }
         self.counts.clear();
+        self.slot_counts.clear();
         for k in keys {
             self.bump(&k, true)?;
+        }
+        for slot in stale_slots {
+            if !self.slot_counts.contains_key(&slot) {
+                self.write_slot(slot, 0)?;
+            }
         }
         self.set_names_flag()
     }
@@ -366,6 +442,7 @@ impl Filter {
         for m in ENTRY_MAPS {
             loader.map_max_entries(m, max_entries);
         }
+        loader.map_max_entries(SLOTS_MAP, filter_slots(max_entries));
         let pins: Vec<(&str, PathBuf)> = match pin_path {
             Some(dir) => {
                 std::fs::create_dir_all(dir)
@@ -410,12 +487,28 @@ impl Filter {
             net_v6: take!("net_v6"),
             names: take!("names"),
             suffixes: take!("suffixes"),
+            slots: take!("suffix_slots"),
+            slot_mask: 0,
+            slot_counts: Default::default(),
             counts: Default::default(),
             texts: take!("name_texts"),
             drops: take!("drops"),
             config: take!("config"),
             attached: take!("attached"),
         };
+        // Pinned slots keep the size they were made with.
+        let slots = maps.slots.len();
+        if !slots.is_power_of_two() {
+            return Err(EnforceError::Unavailable(format!("map {SLOTS_MAP}: {slots} slots, not a power of two")));
+        }
+        maps.slot_mask = slots - 1;
+        let mut cfg = maps.config.get(&0, 0).map_err(|e| map_err("config", e))?;
+        if cfg.slot_mask != maps.slot_mask {
+            // Before any slot is counted, so that the kernel never indexes
+            // with another mask than the one the counts were made with.
+            cfg.slot_mask = maps.slot_mask;
+            maps.config.set(0, cfg, 0).map_err(|e| map_err("config", e))?;
+        }
         maps.rebuild_presence()?;
         let mut cfg = maps.config.get(&0, 0).map_err(|e| map_err("config", e))?;
         if cfg.seed == 0 {
