@@ -94,7 +94,10 @@ struct Store {
 
 fn open(dir: &Path) -> Result<Store, StoreCliError> {
     if !dir.join("db").exists() && !dir.join("routes.redb").exists() {
-        return Err(StoreCliError::Other { path: dir.to_path_buf(), message: "no store here (no db, no routes.redb)".into() });
+        return Err(StoreCliError::Other {
+            path: dir.to_path_buf(),
+            message: "no store here (no db, no routes.redb)".into(),
+        });
     }
     let (routes, shared) = open_daemon_store(dir, CACHE)?;
     Ok(Store { routes, shared })
@@ -136,8 +139,7 @@ fn scan(store: &Store) -> Result<Found, String> {
 /// `dnsbgpd store check`.
 pub fn check(dir: &Path) -> Result<Report, StoreCliError> {
     let store = open(dir)?;
-    let (report, _, _) =
-        scan(&store).map_err(|message| StoreCliError::Other { path: dir.to_path_buf(), message })?;
+    let (report, _, _) = scan(&store).map_err(|message| StoreCliError::Other { path: dir.to_path_buf(), message })?;
     Ok(report)
 }
 
