@@ -40,7 +40,11 @@ fuzz_target!(|data: &[u8]| {
         let states: Vec<_> = names.iter().map(|(d, l, e)| (d.as_str().into(), l.as_str().into(), *e)).collect();
         let again = stored_codec::encode(addr, &states, at);
         assert_eq!(stored_codec::decode(&again), Some((addr, names, at)));
-        // The encoding is canonical up to trailing bytes the decoder ignores.
-        assert!(rest.starts_with(&again), "{rest:02x?} vs {again:02x?}");
+        // The encoding is canonical (up to trailing bytes the decoder
+        // ignores) for records of the version the encoder writes; records of
+        // older versions still decode, to the same values.
+        if rest.first() == again.first() {
+            assert!(rest.starts_with(&again), "{rest:02x?} vs {again:02x?}");
+        }
     }
 });
