@@ -37,6 +37,7 @@ targets() {
     sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^dnsbgpd-fuzz$'
 }
 
+seed_args=()
 mode=${1:-smoke}
 shift || true
 case $mode in
@@ -46,6 +47,10 @@ case $mode in
         ;;
     smoke)
         seconds=${FUZZ_SMOKE_SECONDS:-15}
+        # A fixed seed: the smoke run in CI explores the same inputs each
+        # time (a finding is reproducible, not luck of the run); the long
+        # runs explore freely. FUZZ_SEED=0 lets libFuzzer pick one.
+        seed_args=("-seed=${FUZZ_SEED:-1}")
         mapfile -t names < <(targets)
         ;;
     long)
@@ -93,7 +98,7 @@ for t in "${names[@]}"; do
     status=0
     fuzz run --target-dir "$target_dir" "$t" "$work/$t" "$root/fuzz/corpus/$t" -- \
         -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 \
-        -print_final_stats=1 >"$log" 2>&1 || status=$?
+        -print_final_stats=1 "${seed_args[@]}" >"$log" 2>&1 || status=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     cov=$(sed -n 's/.* cov: \([0-9]*\) .*/\1/p' "$log" | tail -1)
     secs=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -1)
