@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::store::{RouteStore, StoreError, addr_of, decode_record, encode_record, key, lock_dir};
+use super::store::{ChunkedLoad, RouteStore, StoreError, encode_record, key, lock_dir};
 use super::{Route, RouteEvent, UnixMillis};
 
 const ROUTES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("routes");
@@ -198,29 +198,15 @@ impl RouteStore for RedbStore {
     }
 
     fn load_chunks(&self, chunk: usize, each: &mut dyn FnMut(Vec<Route>)) -> Result<usize, StoreError> {
-        let chunk = chunk.max(1);
         self.with(|db| {
             let txn = db.begin_read()?;
             let table = txn.open_table(ROUTES)?;
-            let mut routes = Vec::with_capacity(chunk);
-            let mut bad = 0;
+            let mut load = ChunkedLoad::new(&self.path, chunk, each);
             for item in table.iter()? {
                 let (k, v) = item?;
-                match addr_of(k.value()).and_then(|addr| decode_record(addr, v.value())) {
-                    Some(route) => routes.push(route),
-                    None => {
-                        bad += 1;
-                        tracing::warn!(store = %self.path.display(), key = ?k.value(), "skipping a stored route that cannot be decoded");
-                    }
-                }
-                if routes.len() == chunk {
-                    each(std::mem::replace(&mut routes, Vec::with_capacity(chunk)));
-                }
+                load.push(k.value(), v.value());
             }
-            if !routes.is_empty() {
-                each(routes);
-            }
-            Ok(bad)
+            Ok(load.finish())
         })
     }
 

@@ -130,6 +130,45 @@ pub fn decode_stored(key: &[u8], value: &[u8]) -> Option<Route> {
     decode_record(addr_of(key)?, value)
 }
 
+/// A store's records read back in chunks: decoded routes go to `each`
+/// `chunk` at a time, undecodable records are counted and logged. Shared by
+/// the sled and the redb backends' `load_chunks`.
+pub(crate) struct ChunkedLoad<'a> {
+    path: &'a Path,
+    chunk: usize,
+    routes: Vec<Route>,
+    bad: usize,
+    each: &'a mut dyn FnMut(Vec<Route>),
+}
+
+impl<'a> ChunkedLoad<'a> {
+    pub(crate) fn new(path: &'a Path, chunk: usize, each: &'a mut dyn FnMut(Vec<Route>)) -> ChunkedLoad<'a> {
+        let chunk = chunk.max(1);
+        ChunkedLoad { path, chunk, routes: Vec::with_capacity(chunk), bad: 0, each }
+    }
+
+    pub(crate) fn push(&mut self, key: &[u8], value: &[u8]) {
+        match decode_stored(key, value) {
+            Some(route) => self.routes.push(route),
+            None => {
+                self.bad += 1;
+                warn!(store = %self.path.display(), key = ?key, "skipping a stored route that cannot be decoded");
+            }
+        }
+        if self.routes.len() == self.chunk {
+            (self.each)(std::mem::replace(&mut self.routes, Vec::with_capacity(self.chunk)));
+        }
+    }
+
+    /// Hands over the last chunk; the number of undecodable records.
+    pub(crate) fn finish(self) -> usize {
+        if !self.routes.is_empty() {
+            (self.each)(self.routes);
+        }
+        self.bad
+    }
+}
+
 pub(crate) fn decode_record(addr: IpAddr, mut b: &[u8]) -> Option<Route> {
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, rest) = (b.get(..n)?, b.get(n..)?);
@@ -338,27 +377,13 @@ impl RouteStore for SledStore {
     }
 
     fn load_chunks(&self, chunk: usize, each: &mut dyn FnMut(Vec<Route>)) -> Result<usize, StoreError> {
-        let chunk = chunk.max(1);
         self.with(|db| {
-            let mut routes = Vec::with_capacity(chunk);
-            let mut bad = 0;
+            let mut load = ChunkedLoad::new(&self.path, chunk, each);
             for item in db.routes.iter() {
                 let (k, v) = item?;
-                match addr_of(&k).and_then(|addr| decode_record(addr, &v)) {
-                    Some(route) => routes.push(route),
-                    None => {
-                        bad += 1;
-                        warn!(store = %self.path.display(), key = ?&k[..], "skipping a stored route that cannot be decoded");
-                    }
-                }
-                if routes.len() == chunk {
-                    each(std::mem::replace(&mut routes, Vec::with_capacity(chunk)));
-                }
+                load.push(&k, &v);
             }
-            if !routes.is_empty() {
-                each(routes);
-            }
-            Ok(bad)
+            Ok(load.finish())
         })
     }
 
