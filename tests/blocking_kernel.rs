@@ -26,24 +26,12 @@ const ARRIVE: Duration = Duration::from_secs(10);
 /// How long a query waits before it counts as dropped.
 const TIMEOUT: Duration = Duration::from_millis(300);
 
-fn ci() -> bool {
-    std::env::var("CI").map(|v| v.eq_ignore_ascii_case("true") || v == "1").unwrap_or(false)
-}
-
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
 fn require_root() -> bool {
-    // SAFETY: no arguments, no side effects.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if ci() {
-        panic!("CI=true and not root: the kernel filter tests need CAP_BPF and CAP_SYS_PTRACE");
-    }
-    eprintln!("SKIP: not root (the kernel filter needs CAP_BPF and CAP_SYS_PTRACE)");
-    false
+    common::require_root("the kernel filter needs CAP_BPF and CAP_SYS_PTRACE")
 }
 
 /// unbound as the issue asks for it: two threads with SO_REUSEPORT, on
@@ -386,10 +374,7 @@ impl Pins {
         if !mounted {
             let ok = Command::new("mount").args(["-t", "bpf", "bpf"]).arg(base).status().is_ok_and(|s| s.success());
             if !ok {
-                if ci() {
-                    bail!("CI=true and no bpffs at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf failed)");
-                }
-                eprintln!("SKIP: no bpffs at /sys/fs/bpf");
+                common::skip("no bpffs at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf failed)");
                 return Ok(None);
             }
         }
@@ -753,10 +738,7 @@ fn cgroup_mode_drops_and_covers_a_restarted_resolver() -> Result<()> {
     let root = dnsbgpd::blocking::attach::cgroup2_mount();
     let cg = TestCgroup(root.join(format!("dnsbgpd-test-{}", std::process::id())));
     if let Err(e) = std::fs::create_dir(&cg.0) {
-        if ci() {
-            bail!("CI=true and no cgroup v2 directory can be made under {}: {e}", root.display());
-        }
-        eprintln!("SKIP: cannot make a cgroup under {}: {e}", root.display());
+        common::skip(format!("no cgroup v2 directory can be made under {}: {e}", root.display()));
         return Ok(());
     }
     let tmp = tempfile::tempdir()?;

@@ -7,6 +7,8 @@
 //! Needs CAP_BPF (root): skipped with a printed reason, a failure with
 //! `CI=true`.
 
+mod common;
+
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,19 +20,14 @@ const A: u16 = 1;
 const AAAA: u16 = 28;
 const PORT: u16 = 5301;
 
-fn ci() -> bool {
-    std::env::var("CI").map(|v| v.eq_ignore_ascii_case("true") || v == "1").unwrap_or(false)
-}
-
 /// A filter, or `None` (skip) when eBPF cannot be loaded here outside CI.
 fn filter() -> Option<Filter> {
     match Filter::open(1024, None) {
         Ok(f) => Some(f),
-        Err(e) if !ci() => {
-            eprintln!("SKIP: cannot load the eBPF filter (needs root / CAP_BPF): {e}");
+        Err(e) => {
+            common::skip(format_args!("cannot load the eBPF filter (needs root / CAP_BPF): {e}"));
             None
         }
-        Err(e) => panic!("CI=true and the eBPF filter does not load: {e}"),
     }
 }
 
@@ -383,7 +380,7 @@ fn real_dual_stack_socket() {
     let sock = match UdpSocket::bind("[::]:0") {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("SKIP: no IPv6 socket: {e}");
+            common::skip(format_args!("no IPv6 socket: {e}"));
             return;
         }
     };
@@ -441,10 +438,7 @@ fn pinned_maps_are_reused() {
     let Some(_) = filter() else { return };
     let base = std::path::Path::new("/sys/fs/bpf");
     if !base.is_dir() {
-        if ci() {
-            panic!("CI=true and no bpffs at /sys/fs/bpf");
-        }
-        eprintln!("SKIP: no bpffs at /sys/fs/bpf");
+        common::skip("no bpffs at /sys/fs/bpf");
         return;
     }
     let dir = base.join(format!("dnsbgpd-test-{}", std::process::id()));

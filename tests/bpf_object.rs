@@ -5,14 +5,12 @@
 //! headers (`libbpf-dev`): skipped with a printed reason, a failure with
 //! `CI=true`.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-
-fn ci() -> bool {
-    std::env::var("CI").map(|v| v.eq_ignore_ascii_case("true") || v == "1").unwrap_or(false)
-}
 
 /// True when the tool chain is there; else skip (or panic under CI).
 fn require_toolchain() -> bool {
@@ -29,12 +27,7 @@ fn require_toolchain() -> bool {
     if missing.is_empty() {
         return true;
     }
-    let reason = format!("missing {}", missing.join(", "));
-    if ci() {
-        panic!("CI=true and {reason}; install them (apt-get install ...)");
-    }
-    eprintln!("SKIP: {reason}");
-    false
+    common::skip(format_args!("missing {}; install them (apt-get install ...)", missing.join(", ")))
 }
 
 #[test]

@@ -46,21 +46,16 @@ fn ok(program: &str, args: &[&str]) -> Result<String> {
 }
 
 fn wanted() -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let ci = common::ci();
     let asked = std::env::var("DNSBGPD_PACKAGE_TEST").is_ok_and(|v| v == "1");
     if !ci && !asked {
         eprintln!("SKIP: installs packages on this machine; runs with CI=true or DNSBGPD_PACKAGE_TEST=1");
         return false;
     }
-    // SAFETY: a plain syscall without arguments.
-    if unsafe { libc::geteuid() } != 0 {
-        if ci {
-            panic!("CI=true and not root: dpkg -i needs root");
-        }
-        eprintln!("SKIP: not root");
+    if !common::require_root("dpkg -i needs root") {
         return false;
     }
-    peers::require_ci(&["dpkg", "dpkg-deb", "rpm", "rpmbuild", "setpriv", "systemd-analyze", "man"], ci)
+    common::prereq::require_ci(&["dpkg", "dpkg-deb", "rpm", "rpmbuild", "setpriv", "systemd-analyze", "man"], ci)
 }
 
 /// Purges the package (and stops the daemon the test started) at the end,

@@ -125,42 +125,13 @@ pub const NETNS_BINS: &[&str] = &["ip"];
 const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
 const START_ATTEMPTS: usize = 3;
 
-/// Debian package providing a BGP-related binary.
-pub fn bgp_debian_package(bin: &str) -> &'static str {
-    match bin.rsplit('/').next().unwrap_or(bin) {
-        "bird" | "birdc" | "birdcl" => "bird2",
-        "gobgpd" | "gobgp" => "gobgpd",
-        "bgpd" | "vtysh" | "zebra" => "frr",
-        "ip" => "iproute2",
-        _ => "?",
-    }
-}
+/// The Debian package of a binary (one table for all peers, in `prereq`).
+pub use super::prereq::debian_package as bgp_debian_package;
+use super::prereq::skip;
 
-fn ci() -> bool {
-    std::env::var("CI").map(|v| v.eq_ignore_ascii_case("true") || v == "1").unwrap_or(false)
-}
-
-fn skip_or_panic(reason: &str) -> bool {
-    if ci() {
-        panic!("CI=true and {reason}");
-    }
-    eprintln!("SKIP: {reason}");
-    false
-}
-
-/// Like `peers::require`, with the Debian package names of the BGP daemons: true if all
-/// `bins` exist; else panics with `CI=true`, or prints `SKIP: ...` and returns false.
-pub fn require_bgp(bins: &[&str]) -> bool {
-    let missing: Vec<String> = bins
-        .iter()
-        .filter(|b| find_bin(b).is_none())
-        .map(|b| format!("`{b}` (Debian package `{}`)", bgp_debian_package(b)))
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    skip_or_panic(&format!("missing binaries: {}; install them (apt-get install ...)", missing.join(", ")))
-}
+/// `peers::require` under its old name here: true if all `bins` exist; else
+/// the `prereq` rule (SKIP outside CI, panic with `CI=true`).
+pub use super::prereq::require as require_bgp;
 
 /// `ip` exists and we may create network namespaces (root / CAP_SYS_ADMIN). Same SKIP/CI
 /// behaviour as [`require_bgp`].
@@ -181,7 +152,7 @@ pub fn require_netns() -> bool {
         let _ = Command::new(ip_bin()).args(["netns", "del", &name]).status();
         return true;
     }
-    skip_or_panic("cannot create network namespaces (`ip netns add` failed: not root?)")
+    skip("cannot create network namespaces (`ip netns add` failed: not root?)")
 }
 
 fn bin(name: &str) -> Result<PathBuf> {

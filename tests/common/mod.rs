@@ -8,6 +8,7 @@ pub mod dns_load;
 pub mod feed;
 pub mod frames;
 pub mod peers;
+pub mod prereq;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -20,6 +21,8 @@ use serde_json::Value;
 
 #[allow(unused_imports)]
 pub use peers::{Process, free_port, send_signal};
+#[allow(unused_imports)]
+pub use prereq::{ci, require, require_root, skip};
 
 /// Polls `f` every 50 ms until it returns `Some`; errors from `f` are
 /// remembered and retried. Fails after `timeout` naming `what` and the last
@@ -300,13 +303,10 @@ pub fn assert_route(r: &Value, domain: &str, list: &str) {
 /// (`api.pem`, `api.key`) with openssl; false (after printing SKIP) when
 /// openssl is missing outside CI.
 pub fn make_certs(dir: &Path) -> Result<bool> {
-    let Some(openssl) = peers::find_bin("openssl") else {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            bail!("openssl is missing (Debian package openssl)");
-        }
-        eprintln!("SKIP: openssl not installed");
+    if !require(&["openssl"]) {
         return Ok(false);
-    };
+    }
+    let openssl = peers::find_bin("openssl").context("openssl")?;
     let run = |args: &[&str]| -> Result<()> {
         let out = std::process::Command::new(&openssl).args(args).current_dir(dir).output()?;
         if !out.status.success() {

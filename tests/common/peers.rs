@@ -207,45 +207,9 @@ fn bin(name: &str) -> Result<PathBuf> {
     find_bin(name).ok_or_else(|| anyhow!("binary `{name}` not found (Debian package `{}`)", debian_package(name)))
 }
 
-/// Debian package providing `bin`.
-pub fn debian_package(bin: &str) -> &'static str {
-    match bin.rsplit('/').next().unwrap_or(bin) {
-        "unbound" | "unbound-checkconf" | "unbound-control" => "unbound",
-        "nsd" | "nsd-checkconf" | "nsd-control" => "nsd",
-        "named" => "bind9",
-        "named-checkconf" | "named-checkzone" | "rndc" => "bind9-utils",
-        "dig" | "delv" | "nslookup" => "bind9-dnsutils",
-        "fstrm_capture" | "fstrm_replay" | "fstrm_dump" => "fstrm-bin",
-        "dnstap-ldns" => "dnstap-ldns",
-        "faketime" => "faketime",
-        _ => "?",
-    }
-}
-
-/// True if all `bins` exist. Otherwise: with `CI=true` panics naming the missing binary and its
-/// Debian package; else prints `SKIP: ...` to stderr and returns false (caller returns early).
-pub fn require(bins: &[&str]) -> bool {
-    let ci = std::env::var("CI").map(|v| v.eq_ignore_ascii_case("true") || v == "1").unwrap_or(false);
-    require_ci(bins, ci)
-}
-
-/// [`require`] with the CI decision made by the caller (testable without touching the env).
-pub fn require_ci(bins: &[&str], ci: bool) -> bool {
-    let missing: Vec<String> = bins
-        .iter()
-        .filter(|b| find_bin(b).is_none())
-        .map(|b| format!("`{b}` (Debian package `{}`)", debian_package(b)))
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let reason = format!("missing binaries: {}", missing.join(", "));
-    if ci {
-        panic!("CI=true and {reason}; install them (apt-get install ...)");
-    }
-    eprintln!("SKIP: {reason}");
-    false
-}
+// The skip rule and the package names live in `prereq`; these paths stay for the tests.
+#[allow(unused_imports)]
+pub use super::prereq::{debian_package, require, require_ci};
 
 // ---------------------------------------------------------------------------------------------
 // Ports
