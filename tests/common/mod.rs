@@ -1,13 +1,27 @@
 //! Shared helpers of the integration tests: the dnsbgpd process under test
 //! ([`Dnsbgpd`]), a tiny HTTP client for its API, and waiting with
-//! deadlines. Real DNS peers live in [`peers`].
+//! deadlines. Real peers have a module each (re-exported by [`peers`] and
+//! [`bgp_peers`]); the skip rule is in [`prereq`].
 #![allow(dead_code)]
 
+// The peers, one module per daemon, on the shared process helper.
+pub mod bind;
+pub mod bird;
+pub mod dig;
+pub mod frr;
+pub mod fstrm;
+pub mod gobgp;
+pub mod netns;
+pub mod nsd;
+pub mod process;
+pub mod unbound;
+// `common::peers::*` (DNS) and `common::bgp_peers::*` (BGP) re-export them.
 pub mod bgp_peers;
+pub mod peers;
+
 pub mod dns_load;
 pub mod feed;
 pub mod frames;
-pub mod peers;
 pub mod prereq;
 
 use std::io::{Read, Write};
@@ -20,9 +34,9 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 #[allow(unused_imports)]
-pub use peers::{Process, free_port, send_signal};
-#[allow(unused_imports)]
 pub use prereq::{ci, require, require_root, skip};
+#[allow(unused_imports)]
+pub use process::{Process, free_port, send_signal};
 
 /// Polls `f` every 50 ms until it returns `Some`; errors from `f` are
 /// remembered and retried. Fails after `timeout` naming `what` and the last
@@ -203,7 +217,7 @@ impl Dnsbgpd {
     /// SIGTERM and wait; returns whether it exited with status 0.
     pub fn stop(&mut self) -> Result<bool> {
         let Some(mut p) = self.process.take() else { return Ok(true) };
-        p.signal(peers::SIGTERM)?;
+        p.signal(process::SIGTERM)?;
         let status = p.wait_exit(Duration::from_secs(15));
         let ok = status.is_some_and(|s| s.success());
         if !ok {
@@ -306,7 +320,7 @@ pub fn make_certs(dir: &Path) -> Result<bool> {
     if !require(&["openssl"]) {
         return Ok(false);
     }
-    let openssl = peers::find_bin("openssl").context("openssl")?;
+    let openssl = process::find_bin("openssl").context("openssl")?;
     let run = |args: &[&str]| -> Result<()> {
         let out = std::process::Command::new(&openssl).args(args).current_dir(dir).output()?;
         if !out.status.success() {

@@ -6,7 +6,7 @@
 
 use std::fmt::Display;
 
-use super::peers::find_bin;
+use super::process::find_bin;
 
 /// Whether this run is CI (`CI=true`, any case, or `CI=1`).
 pub fn ci() -> bool {
