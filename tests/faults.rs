@@ -24,7 +24,7 @@
 //!   on a store with an undecodable record and on one sled cannot open;
 //!   the daemon starts again after the repair.
 //!
-//! Not here (see RELIABILITY.md): bird and unbound restarted under load.
+//! bird and unbound restarted under load: tests/peer_restarts.rs.
 
 mod common;
 
