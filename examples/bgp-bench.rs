@@ -17,7 +17,6 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -25,17 +24,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use clap::{Parser, Subcommand};
 use dnsbgpd::bgp::message::{
     Afi, Capability, KeepaliveMessage, Message, MpNlri, OpenMessage, PathAttribute, Safi, UpdateMessage, decode,
 };
-use dnsbgpd::dnstap::framestream::{
-    ControlFrame, ControlType, DNSTAP_CONTENT_TYPE, Frame, FrameCodec, MAX_CONTROL_FRAME, control_bytes,
-};
-use dnsbgpd::dnstap::proto;
-use prost::Message as _;
-use tokio_util::codec::Decoder;
+use dnsbgpd::dnstap::MessageType;
+use dnsbgpd::dnstap::writer::{self, Writer};
 
 /// The list suffix that claims every generated name.
 const SUFFIX: &str = "bench.test";
@@ -164,101 +159,12 @@ fn main() -> ExitCode {
 
 // ---------------------------------------------------------------- dnstap
 
-fn dns_name(out: &mut Vec<u8>, n: &str) {
-    for label in n.trim_end_matches('.').split('.') {
-        out.push(label.len() as u8);
-        out.extend_from_slice(label.as_bytes());
-    }
-    out.push(0);
-}
-
-/// A DNS response: `qname` answered with `addr`, `ttl`.
-fn response(qname: &str, addr: IpAddr, ttl: u32) -> Vec<u8> {
-    let qtype: u16 = if addr.is_ipv6() { 28 } else { 1 };
-    let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
-    dns_name(&mut m, qname);
-    m.extend_from_slice(&qtype.to_be_bytes());
-    m.extend_from_slice(&[0, 1]);
-    // The answer's owner is a compression pointer to the question name.
-    m.extend_from_slice(&[0xc0, 12]);
-    m.extend_from_slice(&qtype.to_be_bytes());
-    m.extend_from_slice(&[0, 1]);
-    m.extend_from_slice(&ttl.to_be_bytes());
-    match addr {
-        IpAddr::V4(a) => {
-            m.extend_from_slice(&4u16.to_be_bytes());
-            m.extend_from_slice(&a.octets());
-        }
-        IpAddr::V6(a) => {
-            m.extend_from_slice(&16u16.to_be_bytes());
-            m.extend_from_slice(&a.octets());
-        }
-    }
-    m
-}
-
-/// Appends one length-prefixed dnstap CLIENT_RESPONSE data frame to `out`.
-fn push_frame(out: &mut Vec<u8>, dns: Vec<u8>) {
-    let msg = proto::Message {
-        r#type: 6,
-        socket_family: Some(1),
-        socket_protocol: Some(1),
-        query_address: Some(Bytes::from_static(&[127, 0, 0, 1])),
-        query_port: Some(40000),
-        response_message: Some(Bytes::from(dns)),
-        ..Default::default()
-    };
-    let d = proto::Dnstap { identity: None, version: None, extra: None, r#type: 1, message: Some(msg) };
-    out.extend_from_slice(&(d.encoded_len() as u32).to_be_bytes());
-    d.encode(out).expect("a Vec grows");
-}
-
-/// A bidirectional Frame Streams session to the daemon.
-struct Dnstap {
-    s: UnixStream,
-}
-
-impl Dnstap {
-    fn connect(socket: &Path) -> anyhow::Result<Dnstap> {
-        let mut s = UnixStream::connect(socket).with_context(|| format!("connecting to {}", socket.display()))?;
-        s.set_read_timeout(Some(Duration::from_secs(600)))?;
-        s.write_all(&control_bytes(&ControlFrame::with_content_type(ControlType::Ready, DNSTAP_CONTENT_TYPE)))?;
-        let accept = read_control(&mut s).context("waiting for ACCEPT")?;
-        if accept.kind != ControlType::Accept || !accept.offers(DNSTAP_CONTENT_TYPE) {
-            bail!("expected ACCEPT with the dnstap content type, got {accept:?}");
-        }
-        s.write_all(&control_bytes(&ControlFrame::with_content_type(ControlType::Start, DNSTAP_CONTENT_TYPE)))?;
-        Ok(Dnstap { s })
-    }
-
-    /// STOP, then waits for FINISH: the daemon has handled every frame.
-    fn finish(mut self) -> anyhow::Result<()> {
-        self.s.write_all(&control_bytes(&ControlFrame::new(ControlType::Stop)))?;
-        let f = read_control(&mut self.s).context("waiting for FINISH")?;
-        if f.kind != ControlType::Finish {
-            bail!("expected FINISH, got {f:?}");
-        }
-        Ok(())
-    }
-}
-
-fn read_control(s: &mut UnixStream) -> anyhow::Result<ControlFrame> {
-    let mut codec = FrameCodec::new(MAX_CONTROL_FRAME);
-    let mut buf = BytesMut::with_capacity(MAX_CONTROL_FRAME + 8);
-    let mut chunk = [0u8; MAX_CONTROL_FRAME + 8];
-    loop {
-        if let Some(frame) = codec.decode(&mut buf)? {
-            return match frame {
-                Frame::Control(c) => Ok(c),
-                Frame::Data(_) => bail!("unexpected data frame from the daemon"),
-            };
-        }
-        let n = s.read(&mut chunk)?;
-        if n == 0 {
-            bail!("connection closed by the daemon");
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
+/// Appends one length-prefixed dnstap CLIENT_RESPONSE data frame carrying
+/// `qname` answered with `addr`/`ttl` (the crate's one dnstap writer).
+fn push_frame(out: &mut Vec<u8>, qname: &str, addr: IpAddr, ttl: u32) {
+    let dns = writer::response(qname, &[(addr, ttl)]);
+    let msg = writer::message(MessageType::ClientResponse, IpAddr::from([127, 0, 0, 1]), dns);
+    writer::push_frame(out, &writer::payload(None, None, msg));
 }
 
 // ---------------------------------------------------------------- fill
@@ -305,7 +211,7 @@ fn fill(
         }
         return Ok(());
     };
-    let mut d = Dnstap::connect(socket)?;
+    let mut d = Writer::connect_bidirectional(socket)?;
     let started = Instant::now();
     let mut buf = Vec::with_capacity(CHUNK + 1024);
     let mut bytes = 0u64;
@@ -321,14 +227,14 @@ fn fill(
         } else {
             v6 += 1
         }
-        push_frame(&mut buf, response(&name, addr, ttl));
+        push_frame(&mut buf, &name, addr, ttl);
         if buf.len() >= CHUNK {
-            d.s.write_all(&buf).context("sending frames")?;
+            d.stream_mut().write_all(&buf).context("sending frames")?;
             bytes += buf.len() as u64;
             buf.clear();
         }
     }
-    d.s.write_all(&buf).context("sending frames")?;
+    d.stream_mut().write_all(&buf).context("sending frames")?;
     bytes += buf.len() as u64;
     d.finish()?;
     let secs = started.elapsed().as_secs_f64();
@@ -551,7 +457,7 @@ fn latency(a: &LatencyArgs) -> anyhow::Result<()> {
 
     // Sender: answer k is due at k / rate; whatever is due goes out in one
     // write, stamped just before it.
-    let mut dnstap = Dnstap::connect(&a.socket)?;
+    let mut dnstap = Writer::connect_bidirectional(&a.socket)?;
     let started = Instant::now();
     let mut next = 0u64;
     let mut buf = Vec::with_capacity(64 * 1024);
@@ -563,13 +469,13 @@ fn latency(a: &LatencyArgs) -> anyhow::Result<()> {
             buf.clear();
             for k in next..due {
                 let i = a.first + k;
-                push_frame(&mut buf, response(&format!("l{i}.{SUFFIX}"), IpAddr::V4(latency_addr(i)), a.ttl));
+                push_frame(&mut buf, &format!("l{i}.{SUFFIX}"), IpAddr::V4(latency_addr(i)), a.ttl);
             }
             let t = stamp(epoch);
             for k in next..due {
                 sent[k as usize].store(t, Ordering::Relaxed);
             }
-            dnstap.s.write_all(&buf).context("sending frames")?;
+            dnstap.stream_mut().write_all(&buf).context("sending frames")?;
             writes += 1;
             next = due;
         }
@@ -676,7 +582,7 @@ mod tests {
 
     #[test]
     fn responses_parse() {
-        let m = response("r1.bench.test", "10.0.0.1".parse().unwrap(), 60);
+        let m = writer::response("r1.bench.test", &[("10.0.0.1".parse().unwrap(), 60)]);
         let parsed = hickory_proto::op::Message::from_vec(&m).unwrap();
         assert_eq!(parsed.answers.len(), 1);
     }

@@ -23,13 +23,13 @@ use bytes::{Bytes, BytesMut};
 use dnsbgpd::blocking::config::{Action, BlockingSettings, RuleKind, RuleSettings};
 use dnsbgpd::blocking::engine::Engine;
 use dnsbgpd::dnstap::proto;
+use dnsbgpd::dnstap::writer::{self, Response};
 use dnsbgpd::dnstap::{MessageType, Pipeline};
 use dnsbgpd::lists::Lists;
 use dnsbgpd::metrics::Metrics;
 use dnsbgpd::observation::Sighting;
 use dnsbgpd::routes::ingest::Ingest;
 use dnsbgpd::routes::{Clock, RouteTable};
-use prost::Message as _;
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -65,49 +65,28 @@ impl Rng {
     }
 }
 
-fn wire_name(out: &mut Vec<u8>, name: &str) {
-    for l in name.split('.') {
-        out.push(l.len() as u8);
-        out.extend_from_slice(l.as_bytes());
-    }
-    out.push(0);
-}
-
+/// A query, or a response with `rcode` and (if `answered`) one A record.
 fn message(id: u16, name: &str, response: Option<(u8, bool)>) -> Vec<u8> {
-    let (flags, rcode, an) = match response {
-        None => (0x01u8, 0u8, 0u16),
-        Some((rcode, answered)) => (0x81, rcode, u16::from(answered)),
-    };
-    let mut m = id.to_be_bytes().to_vec();
-    m.extend_from_slice(&[flags, 0x80 | rcode, 0, 1]);
-    m.extend_from_slice(&an.to_be_bytes());
-    m.extend_from_slice(&[0, 0, 0, 0]);
-    wire_name(&mut m, name);
-    m.extend_from_slice(&[0, 1, 0, 1]);
-    if an == 1 {
-        m.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 1, 0x2C, 0, 4, 192, 0, 2, (id & 0xff) as u8]);
+    match response {
+        None => writer::query(id, name, writer::TYPE_A),
+        Some((rcode, answered)) => {
+            let r = Response::new(id, name, writer::TYPE_A).rcode(rcode);
+            let r = if answered { r.address(IpAddr::from([192, 0, 2, (id & 0xff) as u8]), 300) } else { r };
+            r.build()
+        }
     }
-    m
 }
 
 fn frame(mtype: MessageType, client: Ipv4Addr, dns: Vec<u8>, sec: u64) -> Vec<u8> {
     let response = mtype.is_response();
     let msg = proto::Message {
-        r#type: mtype as i32,
-        socket_family: Some(1),
-        socket_protocol: Some(1),
-        query_address: Some(Bytes::copy_from_slice(&client.octets())),
-        query_port: Some(40000),
         query_time_sec: Some(sec),
         query_time_nsec: Some(0),
         response_time_sec: response.then_some(sec),
         response_time_nsec: response.then_some(0),
-        query_message: (!response).then(|| Bytes::from(dns.clone())),
-        response_message: response.then(|| Bytes::from(dns)),
-        ..Default::default()
+        ..writer::message(mtype, IpAddr::V4(client), dns)
     };
-    proto::Dnstap { identity: Some(Bytes::from_static(b"bench")), r#type: 1, message: Some(msg), ..Default::default() }
-        .encode_to_vec()
+    writer::payload(Some(b"bench"), None, msg)
 }
 
 fn rule(name: &str, kind: RuleKind, rate: f64) -> RuleSettings {

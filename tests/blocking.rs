@@ -364,30 +364,19 @@ fn bird_route(b: &common::bgp_peers::Bird, prefix: &str) -> Result<Option<common
 /// connection (bird ignores routes for loopback prefixes, so the
 /// blackholed client must not be a loopback address: no resolver here).
 fn dnstap_queries(socket: &std::path::Path, client: std::net::Ipv4Addr, n: usize) -> Result<()> {
-    use dnsbgpd::dnstap::framestream::{ControlFrame, ControlType, DNSTAP_CONTENT_TYPE, control_bytes};
-    use prost::Message as _;
-    use std::io::Write;
-    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
-    s.write_all(&control_bytes(&ControlFrame::with_content_type(ControlType::Start, DNSTAP_CONTENT_TYPE)))?;
+    use dnsbgpd::dnstap::MessageType;
+    use dnsbgpd::dnstap::writer::{self, Writer};
+    let mut w = Writer::connect(socket)?;
     let now = SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
     for i in 0..n {
         let msg = dnsbgpd::dnstap::proto::Message {
-            r#type: 5,
-            socket_family: Some(1),
-            socket_protocol: Some(1),
-            query_address: Some(client.octets().to_vec().into()),
-            query_port: Some(40000),
             query_time_sec: Some(now.as_secs()),
             query_time_nsec: Some(now.subsec_nanos()),
-            query_message: Some(dns_load::query(i as u16, "www.other.test", 1).into()),
-            ..Default::default()
+            ..writer::message(MessageType::ClientQuery, client.into(), writer::query(i as u16, "www.other.test", 1))
         };
-        let frame =
-            dnsbgpd::dnstap::proto::Dnstap { r#type: 1, message: Some(msg), ..Default::default() }.encode_to_vec();
-        s.write_all(&(frame.len() as u32).to_be_bytes())?;
-        s.write_all(&frame)?;
+        w.queue(&writer::payload(None, None, msg));
     }
-    s.write_all(&control_bytes(&ControlFrame::new(ControlType::Stop)))?;
+    w.finish()?;
     Ok(())
 }
 

@@ -13,7 +13,6 @@
 
 mod mix;
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,10 +21,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
-use dnsbgpd::dnstap::framestream::{
-    ControlFrame, ControlType, DNSTAP_CONTENT_TYPE, Frame, FrameCodec, MAX_CONTROL_FRAME, control_bytes,
-};
-use tokio_util::codec::{Decoder, Encoder};
+use dnsbgpd::dnstap::framestream::FrameCodec;
+use dnsbgpd::dnstap::writer::Writer;
+use tokio_util::codec::Encoder;
 
 use mix::{Mix, Rng};
 
@@ -64,6 +62,9 @@ struct Args {
 
 /// Write buffer size: many frames per `write` system call.
 const CHUNK: usize = 256 * 1024;
+
+/// Bytes of a STOP control frame (escape, length, type).
+const STOP_LEN: u64 = 12;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -118,15 +119,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // Connect and handshake every connection first, then start the clock.
     let mut streams = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
-        let mut s = UnixStream::connect(socket).with_context(|| format!("connecting to {}", socket.display()))?;
+        let s = UnixStream::connect(socket).with_context(|| format!("connecting to {}", socket.display()))?;
         s.set_read_timeout(Some(Duration::from_secs(600)))?;
-        s.write_all(&control_bytes(&ControlFrame::with_content_type(ControlType::Ready, DNSTAP_CONTENT_TYPE)))?;
-        let accept = read_control(&mut s).context("waiting for ACCEPT")?;
-        if accept.kind != ControlType::Accept || !accept.offers(DNSTAP_CONTENT_TYPE) {
-            bail!("expected ACCEPT with {:?}, got {accept:?}", String::from_utf8_lossy(DNSTAP_CONTENT_TYPE));
-        }
-        s.write_all(&control_bytes(&ControlFrame::with_content_type(ControlType::Start, DNSTAP_CONTENT_TYPE)))?;
-        streams.push(s);
+        streams.push(Writer::bidirectional(s).context("Frame Streams handshake")?);
     }
 
     let started = Instant::now();
@@ -163,53 +158,20 @@ fn run(args: &Args) -> anyhow::Result<()> {
 
 /// Sends `n` frames on one connection, then STOP, and waits for FINISH.
 /// Returns frames and bytes sent.
-fn send(
-    mut s: UnixStream,
-    n: u64,
-    pool: &[u8],
-    offsets: &[usize],
-    seed: u64,
-    sweep: bool,
-) -> anyhow::Result<(u64, u64)> {
+fn send(mut w: Writer, n: u64, pool: &[u8], offsets: &[usize], seed: u64, sweep: bool) -> anyhow::Result<(u64, u64)> {
     let names = offsets.len() - 1;
     let mut rng = Rng::new(seed);
-    let mut buf = Vec::with_capacity(CHUNK + 64 * 1024);
     let mut bytes = 0u64;
     for i in 0..n {
         let e = if sweep && (i as usize) < names { i as usize } else { rng.below(names) };
-        buf.extend_from_slice(&pool[offsets[e]..offsets[e + 1]]);
-        if buf.len() >= CHUNK {
-            s.write_all(&buf).context("sending frames")?;
-            bytes += buf.len() as u64;
-            buf.clear();
+        w.queue_framed(&pool[offsets[e]..offsets[e + 1]]);
+        if w.queued() >= CHUNK {
+            bytes += w.queued() as u64;
+            w.flush().context("sending frames")?;
         }
     }
-    buf.extend_from_slice(&control_bytes(&ControlFrame::new(ControlType::Stop)));
-    s.write_all(&buf).context("sending frames")?;
-    bytes += buf.len() as u64;
-    let finish = read_control(&mut s).context("waiting for FINISH")?;
-    if finish.kind != ControlType::Finish {
-        bail!("expected FINISH, got {finish:?}");
-    }
+    // The rest, STOP, and FINISH back.
+    bytes += w.queued() as u64 + STOP_LEN;
+    w.finish().context("waiting for FINISH")?;
     Ok((n, bytes))
-}
-
-/// Reads one control frame with the crate's codec.
-fn read_control(s: &mut UnixStream) -> anyhow::Result<ControlFrame> {
-    let mut codec = FrameCodec::new(MAX_CONTROL_FRAME);
-    let mut buf = BytesMut::with_capacity(MAX_CONTROL_FRAME + 8);
-    let mut chunk = [0u8; MAX_CONTROL_FRAME + 8];
-    loop {
-        if let Some(frame) = codec.decode(&mut buf)? {
-            return match frame {
-                Frame::Control(c) => Ok(c),
-                Frame::Data(_) => bail!("unexpected data frame from the daemon"),
-            };
-        }
-        let n = s.read(&mut chunk)?;
-        if n == 0 {
-            bail!("connection closed by the daemon");
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }

@@ -26,12 +26,12 @@
 //! list changes nothing but its size.
 #![allow(dead_code)]
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use dnsbgpd::dnstap::proto;
-use prost::Message as _;
+use dnsbgpd::dnstap::writer::{self, Response};
+use dnsbgpd::dnstap::{MessageType, proto};
 
 /// splitmix64: small, fast, good enough for traffic generation.
 #[derive(Debug, Clone)]
@@ -158,53 +158,21 @@ impl Entity {
         Entity { index, qname, aaaa, nxdomain, cnames, ttl, addresses, listed }
     }
 
-    /// The DNS response, as a resolver writes it.
+    /// The DNS response, as a resolver writes it (the crate's one dnstap
+    /// writer builds it: answers owned by compression pointers, an OPT).
     pub fn dns_response(&self) -> Vec<u8> {
-        let qtype: u16 = if self.aaaa { 28 } else { 1 };
-        let ancount = (self.cnames.len() + self.addresses.len()) as u16;
-        let mut m = Vec::with_capacity(64 + self.qname.len() + 48 * self.cnames.len() + 28 * self.addresses.len());
-        m.extend_from_slice(&(self.index as u16).to_be_bytes());
-        m.push(0x81); // QR, RD
-        m.push(if self.nxdomain { 0x83 } else { 0x80 }); // RA, rcode
-        m.extend_from_slice(&1u16.to_be_bytes());
-        m.extend_from_slice(&ancount.to_be_bytes());
-        m.extend_from_slice(&0u16.to_be_bytes());
-        m.extend_from_slice(&1u16.to_be_bytes()); // OPT
-        let mut owner = m.len();
-        write_name(&mut m, &self.qname);
-        m.extend_from_slice(&qtype.to_be_bytes());
-        m.extend_from_slice(&1u16.to_be_bytes());
+        let qtype = if self.aaaa { writer::TYPE_AAAA } else { writer::TYPE_A };
+        let mut r = Response::new(self.index as u16, &self.qname, qtype).edns();
+        if self.nxdomain {
+            r = r.rcode(3);
+        }
         for target in &self.cnames {
-            m.extend_from_slice(&(0xC000 | owner as u16).to_be_bytes());
-            m.extend_from_slice(&5u16.to_be_bytes());
-            m.extend_from_slice(&1u16.to_be_bytes());
-            m.extend_from_slice(&self.ttl.to_be_bytes());
-            let rdlen_at = m.len();
-            m.extend_from_slice(&[0, 0]);
-            owner = m.len();
-            write_name(&mut m, target);
-            let rdlen = (m.len() - owner) as u16;
-            m[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+            r = r.cname(target, self.ttl);
         }
         for addr in &self.addresses {
-            m.extend_from_slice(&(0xC000 | owner as u16).to_be_bytes());
-            m.extend_from_slice(&qtype.to_be_bytes());
-            m.extend_from_slice(&1u16.to_be_bytes());
-            m.extend_from_slice(&self.ttl.to_be_bytes());
-            match addr {
-                std::net::IpAddr::V4(a) => {
-                    m.extend_from_slice(&4u16.to_be_bytes());
-                    m.extend_from_slice(&a.octets());
-                }
-                std::net::IpAddr::V6(a) => {
-                    m.extend_from_slice(&16u16.to_be_bytes());
-                    m.extend_from_slice(&a.octets());
-                }
-            }
+            r = r.address(*addr, self.ttl);
         }
-        // OPT: root owner, type 41, UDP size 1232, no options.
-        m.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0]);
-        m
+        r.build()
     }
 
     /// The dnstap payload (the protobuf, without Frame Streams framing) of
@@ -213,12 +181,8 @@ impl Entity {
     pub fn dnstap_payload(&self) -> Bytes {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let h = mix64(self.index as u64 ^ 0xC11E);
-        let client = [192, 168, (h >> 8) as u8, (h >> 16) as u8 | 1];
+        let client = IpAddr::from([192, 168, (h >> 8) as u8, (h >> 16) as u8 | 1]);
         let msg = proto::Message {
-            r#type: dnsbgpd::dnstap::MessageType::ClientResponse as i32,
-            socket_family: Some(1),
-            socket_protocol: Some(1),
-            query_address: Some(Bytes::copy_from_slice(&client)),
             response_address: Some(Bytes::from_static(&[192, 168, 0, 53])),
             query_port: Some(1024 + (h >> 32) as u32 % 60000),
             response_port: Some(53),
@@ -226,26 +190,10 @@ impl Entity {
             query_time_nsec: Some(now.subsec_nanos()),
             response_time_sec: Some(now.as_secs()),
             response_time_nsec: Some(now.subsec_nanos()),
-            response_message: Some(Bytes::from(self.dns_response())),
-            ..Default::default()
+            ..writer::message(MessageType::ClientResponse, client, self.dns_response())
         };
-        let d = proto::Dnstap {
-            identity: Some(Bytes::from_static(b"resolver-1")),
-            version: Some(Bytes::from_static(b"unbound 1.22.0")),
-            extra: None,
-            r#type: 1,
-            message: Some(msg),
-        };
-        Bytes::from(d.encode_to_vec())
+        Bytes::from(writer::payload(Some(b"resolver-1"), Some(b"unbound 1.22.0"), msg))
     }
-}
-
-fn write_name(m: &mut Vec<u8>, name: &str) {
-    for label in name.split('.') {
-        m.push(label.len() as u8);
-        m.extend_from_slice(label.as_bytes());
-    }
-    m.push(0);
 }
 
 /// The `j`-th padding domain of a list.

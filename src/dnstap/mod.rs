@@ -6,6 +6,7 @@
 //! connection), [`pipeline`] (frame → dnstap → DNS scan → list match →
 //! [`Observation`] → routes), [`dnswire`] (the allocation-free DNS scan),
 //! [`decode`] (the full parse with hickory-proto for uncommon answers).
+//! [`writer`] is the sending side, for tests, load tools and benches only.
 //! The observation types themselves live in [`crate::observation`], which
 //! the route table and the blocking engine read without depending on dnstap.
 
@@ -14,6 +15,7 @@ pub mod dnswire;
 pub mod framestream;
 pub mod pipeline;
 pub mod server;
+pub mod writer;
 
 pub use crate::observation::{Answer, AnswerData, MessageType, Observation};
 pub use pipeline::{FrameOutcome, Pipeline};

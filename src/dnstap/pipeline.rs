@@ -584,24 +584,16 @@ pub(crate) mod tests {
 
     /// A dnstap frame carrying `dns` as a CLIENT_RESPONSE from 198.51.100.99.
     pub(crate) fn frame(mtype: MessageType, dns: Vec<u8>) -> Bytes {
+        let client = std::net::IpAddr::from([198, 51, 100, 99]);
         let msg = proto::Message {
-            r#type: mtype as i32,
-            socket_family: Some(1),
-            socket_protocol: Some(1),
-            query_address: Some(Bytes::from_static(&[198, 51, 100, 99])),
-            query_port: Some(40000),
             response_time_sec: Some(1_700_000_000),
-            response_message: Some(Bytes::from(dns)),
-            ..Default::default()
+            // A response message whatever the type (the tests of ignored
+            // types rely on the type alone).
+            query_message: None,
+            response_message: Some(Bytes::from(dns.clone())),
+            ..crate::dnstap::writer::message(mtype, client, dns)
         };
-        let d = proto::Dnstap {
-            identity: Some(Bytes::from_static(b"test")),
-            version: None,
-            extra: None,
-            r#type: 1,
-            message: Some(msg),
-        };
-        Bytes::from(d.encode_to_vec())
+        Bytes::from(crate::dnstap::writer::payload(Some(b"test"), None, msg))
     }
 
     fn pipeline(list: &str) -> Pipeline {

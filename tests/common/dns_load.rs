@@ -7,19 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-/// A DNS query for `name` / `qtype` with id `id`.
-pub fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
-    let mut m = id.to_be_bytes().to_vec();
-    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.trim_end_matches('.').split('.') {
-        m.push(label.len() as u8);
-        m.extend_from_slice(label.as_bytes());
-    }
-    m.push(0);
-    m.extend_from_slice(&qtype.to_be_bytes());
-    m.extend_from_slice(&[0, 1]);
-    m
-}
+/// A DNS query for `name` / `qtype` with id `id` (the crate's dnstap writer builds it).
+pub use dnsbgpd::dnstap::writer::query;
 
 /// What a run did.
 #[derive(Debug, Default, Clone, Copy)]
