@@ -178,9 +178,23 @@ impl Client {
 
     /// Sends one request and reads the whole answer, within the timeout.
     pub async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Answer, CtlError> {
+        self.send_with(method, path, &[], body).await
+    }
+
+    /// [`Client::send`] with extra header fields, each replacing the one of
+    /// the same name the client would send (`Host`, `Authorization`,
+    /// `Content-Type`, ...). The integration tests talk to the API through
+    /// this too.
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, CtlError> {
         let url = self.endpoint.url(path);
         let timeout = self.options.timeout;
-        match tokio::time::timeout(timeout, self.send_inner(method.clone(), path, body, &url)).await {
+        match tokio::time::timeout(timeout, self.send_inner(method.clone(), path, headers, body, &url)).await {
             Ok(r) => r,
             Err(_) => Err(CtlError::Timeout { method, url, timeout }),
         }
@@ -190,6 +204,7 @@ impl Client {
         &self,
         method: Method,
         path: &str,
+        headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
         url: &str,
     ) -> Result<Answer, CtlError> {
@@ -200,8 +215,16 @@ impl Client {
         let _ = tcp.set_nodelay(true);
         let broken = |reason: String| CtlError::Broken { method: method.clone(), url: url.to_string(), reason };
 
-        let request = self.request(&method, path, body).map_err(|e| broken(e.to_string()))?;
-        let response = match &self.tls {
+        let mut request = self.request(&method, path, body).map_err(|e| broken(e.to_string()))?;
+        for (name, value) in headers {
+            let name = header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| CtlError::Usage(format!("header name {name:?}: {e}")))?;
+            let value = header::HeaderValue::from_str(value)
+                .map_err(|e| CtlError::Usage(format!("header {name} value {value:?}: {e}")))?;
+            request.headers_mut().insert(name, value);
+        }
+        let max_body = self.options.max_body;
+        let answer = match &self.tls {
             Some(tls) => {
                 let name = rustls::pki_types::ServerName::try_from(ep.host.clone())
                     .map_err(|e| CtlError::Tls { url: ep.url(""), reason: e.to_string() })?;
@@ -209,24 +232,11 @@ impl Client {
                     .connect(name, tcp)
                     .await
                     .map_err(|e| CtlError::Tls { url: ep.url(""), reason: e.to_string() })?;
-                exchange(TokioIo::new(stream), request).await
+                exchange(TokioIo::new(stream), request, max_body).await
             }
-            None => exchange(TokioIo::new(tcp), request).await,
+            None => exchange(TokioIo::new(tcp), request, max_body).await,
         };
-        let response = response.map_err(|e| broken(e.to_string()))?;
-        let status = response.status();
-        let body = Limited::new(response.into_body(), self.options.max_body)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                    broken(format!("the body is larger than {} bytes", self.options.max_body))
-                } else {
-                    broken(format!("body: {e}"))
-                }
-            })?
-            .to_bytes();
-        Ok(Answer { status, body })
+        answer.map_err(broken)
     }
 
     fn request(&self, method: &Method, path: &str, body: Option<Vec<u8>>) -> axum::http::Result<Request<Full<Bytes>>> {
@@ -246,20 +256,40 @@ impl Client {
     }
 }
 
-async fn exchange<T>(
-    io: TokioIo<T>,
-    request: Request<Full<Bytes>>,
-) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error>
+/// One request on a fresh connection: status and the whole body (at most
+/// `max_body` bytes). The connection is driven inside this future, beside
+/// the request, so no task outlives it (a timeout drops both).
+async fn exchange<T>(io: TokioIo<T>, request: Request<Full<Bytes>>, max_body: usize) -> Result<Answer, String>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = http1::handshake(io).await?;
-    // The connection task ends with the request (or when this future is
-    // dropped on timeout, with the runtime).
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    sender.send_request(request).await
+    let (mut sender, conn) = http1::handshake(io).await.map_err(|e| e.to_string())?;
+    let answer = async move {
+        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), max_body)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    format!("the body is larger than {max_body} bytes")
+                } else {
+                    format!("body: {e}")
+                }
+            })?
+            .to_bytes();
+        Ok(Answer { status, body })
+    };
+    let mut answer = std::pin::pin!(answer);
+    tokio::select! {
+        a = &mut answer => a,
+        c = conn => {
+            // The connection ended first (the server closed it after the
+            // answer, or broke it): what it delivered is still readable.
+            c.map_err(|e| e.to_string())?;
+            answer.await
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Shared helpers of the integration tests: the dnsbgpd process under test
-//! ([`Dnsbgpd`]), a tiny HTTP client for its API, and waiting with
+//! ([`Dnsbgpd`]), requests to its API (through the ctl client), and waiting with
 //! deadlines. Real peers have a module each (re-exported by [`peers`] and
 //! [`bgp_peers`]); the skip rule is in [`prereq`].
 #![allow(dead_code)]
@@ -24,8 +24,7 @@ pub mod feed;
 pub mod frames;
 pub mod prereq;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -62,25 +61,24 @@ pub fn http(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String)>
     request(addr, method, path, &[], "")
 }
 
-/// One HTTP request with extra header lines (`"Authorization: Bearer x"`)
-/// and a body; returns status and body.
+/// One HTTP request with extra header lines (`"Authorization: Bearer x"`,
+/// each replacing the client's own field of that name) and a body; returns
+/// status and body. It goes through `dnsbgpd ctl`'s client
+/// (`dnsbgpd::ctl::Client`), the one HTTP client of the project; tests
+/// that must send malformed HTTP write to a socket themselves.
 pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &str) -> Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n", body.len());
-    for h in headers {
-        head.push_str(h);
-        head.push_str("\r\n");
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
-    s.write_all(body.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header end")?;
-    let code = head.split_whitespace().nth(1).context("no status")?.parse()?;
-    Ok((code, body.to_string()))
+    use dnsbgpd::ctl::{Client, ClientOptions, Endpoint};
+    let fields: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|h| h.split_once(':').map(|(k, v)| (k.trim(), v.trim())).with_context(|| format!("header {h:?}")))
+        .collect::<Result<_>>()?;
+    let options = ClientOptions { timeout: Duration::from_secs(10), max_body: 1 << 30, ..ClientOptions::default() };
+    let client = Client::new(Endpoint::from_listen(addr, false), options)?;
+    let method = axum::http::Method::from_bytes(method.as_bytes())?;
+    let body = (!body.is_empty()).then(|| body.as_bytes().to_vec());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let answer = runtime.block_on(client.send_with(method, path, &fields, body))?;
+    Ok((answer.status.as_u16(), String::from_utf8_lossy(&answer.body).into_owned()))
 }
 
 /// What a test wants in the config besides the fixed parts.
