@@ -381,18 +381,18 @@ fn validate(
     let max_routes = match &r.max_routes {
         Some(s) if *s.get_ref() == 0 || *s.get_ref() > 50_000_000 => {
             problem(s.span(), "max_routes must be between 1 and 50000000".into());
-            crate::routes::table::DEFAULT_MAX_ROUTES
+            crate::values::DEFAULT_MAX_ROUTES
         }
         Some(s) => *s.get_ref(),
-        None => crate::routes::table::DEFAULT_MAX_ROUTES,
+        None => crate::values::DEFAULT_MAX_ROUTES,
     };
     let max_names_per_route = match &r.max_names_per_route {
         Some(s) if *s.get_ref() == 0 || *s.get_ref() > 1024 => {
             problem(s.span(), "max_names_per_route must be between 1 and 1024".into());
-            crate::routes::table::DEFAULT_MAX_NAMES_PER_ROUTE
+            crate::values::DEFAULT_MAX_NAMES_PER_ROUTE
         }
         Some(s) => *s.get_ref(),
-        None => crate::routes::table::DEFAULT_MAX_NAMES_PER_ROUTE,
+        None => crate::values::DEFAULT_MAX_NAMES_PER_ROUTE,
     };
     let mut deny = Vec::new();
     for d in &r.deny {

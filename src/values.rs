@@ -14,6 +14,11 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use toml::Spanned;
 
+/// Default of `[routes] max_names_per_route` (the route table uses it too).
+pub const DEFAULT_MAX_NAMES_PER_ROUTE: usize = 16;
+/// Default of `[routes] max_routes` (the route table uses it too).
+pub const DEFAULT_MAX_ROUTES: usize = 2_000_000;
+
 /// One problem found in a configuration or list file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -250,5 +255,33 @@ mod tests {
         assert!(!s.matches(b"0123456789abcdef0"));
         assert!(!s.matches(b""));
         assert_eq!(format!("{s:?}"), "Secret(..)");
+    }
+
+    /// The code (not comments, not the tests) of a source file, line by line.
+    fn code(src: &'static str) -> impl Iterator<Item = &'static str> {
+        src.split("#[cfg(test)]").next().unwrap_or(src).lines().filter(|l| !l.trim_start().starts_with("//"))
+    }
+
+    /// The config modules form no circle: this file imports nothing of the
+    /// crate, the section parsers never import the top-level parser, and
+    /// the top-level parser imports only the sections and leaves (no route
+    /// table, lists or dnstap, which import the config types themselves).
+    #[test]
+    fn the_config_modules_form_no_circle() {
+        assert_eq!(code(include_str!("values.rs")).filter(|l| l.contains("crate::")).count(), 0);
+        for (file, src) in [
+            ("bgp/config.rs", include_str!("bgp/config.rs")),
+            ("sync/config.rs", include_str!("sync/config.rs")),
+            ("blocking/config.rs", include_str!("blocking/config.rs")),
+            ("blocking/attach_config.rs", include_str!("blocking/attach_config.rs")),
+        ] {
+            let back: Vec<_> = code(src).filter(|l| l.contains("crate::config")).collect();
+            assert!(back.is_empty(), "{file} imports the top-level config: {back:?}");
+        }
+        for l in code(include_str!("config.rs")) {
+            for m in ["crate::routes", "crate::lists", "crate::dnstap", "crate::daemon", "crate::api"] {
+                assert!(!l.contains(m), "config.rs depends on {m}: {l}");
+            }
+        }
     }
 }

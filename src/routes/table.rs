@@ -75,10 +75,9 @@ use crate::lists::Lists;
 /// Routes handled per lock hold by the operations that walk the table.
 pub const CHUNK: usize = 1024;
 
-/// Default of `[routes] max_names_per_route`.
-pub const DEFAULT_MAX_NAMES_PER_ROUTE: usize = 16;
-/// Default of `[routes] max_routes`.
-pub const DEFAULT_MAX_ROUTES: usize = 2_000_000;
+/// The `[routes]` defaults live with the config values (a leaf), so that
+/// the config parser needs nothing from the table.
+pub use crate::values::{DEFAULT_MAX_NAMES_PER_ROUTE, DEFAULT_MAX_ROUTES};
 /// Most distinct list names the table tracks (list membership is a 64-bit mask).
 const MAX_LIST_IDS: usize = 64;
 /// A drained subscriber set with more room than this is given back.
