@@ -454,12 +454,17 @@ pub async fn run_until_signal(settings: Settings) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let token = shutdown.clone();
-    tokio::spawn(async move {
+    let signals = tokio::spawn(async move {
         tokio::select! {
             _ = term.recv() => info!("SIGTERM received"),
             _ = int.recv() => info!("SIGINT received"),
+            _ = token.cancelled() => return,
         }
         token.cancel();
     });
-    run(settings, shutdown).await
+    let result = run(settings, shutdown.clone()).await;
+    // The signal task is owned here: ended and waited for whatever ended `run`.
+    shutdown.cancel();
+    let _ = signals.await;
+    result
 }

@@ -88,8 +88,8 @@ pub fn connector(config: Arc<ClientConfig>) -> TlsConnector {
 /// A task accepts TCP connections and runs each handshake in its own task
 /// (at most [`MAX_HANDSHAKES`] at once, the oldest given up for a new one,
 /// each within [`HANDSHAKE_TIMEOUT`]);
-/// finished handshakes queue in a small channel. The tasks end when the
-/// listener is dropped.
+/// finished handshakes queue in a small channel. The accept task owns the
+/// handshake tasks; all of them end when the listener is dropped.
 pub struct TlsListener {
     rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,
@@ -122,9 +122,17 @@ async fn accept_loop(
     // speak TLS cannot keep a real one out.
     let pending: Arc<Mutex<VecDeque<(u64, CancellationToken)>>> = Arc::default();
     let mut next_id: u64 = 0;
+    // The handshake tasks belong to this loop: it reaps them as they end,
+    // waits for them when the listener goes, and dropping it (the
+    // listener's abort) aborts them.
+    let mut handshakes = tokio::task::JoinSet::new();
     loop {
+        while handshakes.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
-            _ = tx.closed() => return,
+            _ = tx.closed() => {
+                handshakes.shutdown().await;
+                return;
+            }
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -149,7 +157,7 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         let pending = pending.clone();
-        tokio::spawn(async move {
+        handshakes.spawn(async move {
             let result = tokio::select! {
                 r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => Some(r),
                 _ = cancel.cancelled() => None,

@@ -27,6 +27,7 @@ use futures_util::stream::FuturesUnordered;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -368,9 +369,32 @@ pub struct Neighbor {
     pub ctx: Arc<Context>,
     pub incoming: mpsc::Receiver<TcpStream>,
     pub shutdown: CancellationToken,
+    /// Connections being closed with a Cease (collisions): owned here, so
+    /// the neighbor's task waits for them before it ends.
+    rejects: JoinSet<()>,
 }
 
+/// How long a neighbor that stops waits for its Cease NOTIFICATIONs to go out.
+const REJECT_DRAIN: Duration = Duration::from_secs(2);
+
 impl Neighbor {
+    pub fn new(ctx: Arc<Context>, incoming: mpsc::Receiver<TcpStream>, shutdown: CancellationToken) -> Neighbor {
+        Neighbor { ctx, incoming, shutdown, rejects: JoinSet::new() }
+    }
+
+    /// Closes a colliding connection with a Cease on a task of the neighbor's own.
+    fn reject(&mut self, stream: TcpStream) {
+        while self.rejects.try_join_next().is_some() {}
+        self.rejects.spawn(reject(stream, cease::CONNECTION_COLLISION_RESOLUTION));
+    }
+
+    /// Waits (bounded) for the rejects still sending, then aborts the rest.
+    async fn drain_rejects(&mut self) {
+        let rejects = &mut self.rejects;
+        let _ = tokio::time::timeout(REJECT_DRAIN, async { while rejects.join_next().await.is_some() {} }).await;
+        self.rejects.shutdown().await;
+    }
+
     fn handshake(&self, stream: TcpStream, dir: Dir) -> Handshake {
         let ctx = self.ctx.clone();
         Box::pin(async move { (dir, ctx.open_exchange(stream, dir).await) })
@@ -439,6 +463,7 @@ impl Neighbor {
             }
             delay = self.backoff(attempt);
         }
+        self.drain_rejects().await;
         self.ctx.status.set_state(State::Idle);
     }
 
@@ -468,7 +493,7 @@ impl Neighbor {
                             break op;
                         }
                         info!(neighbor = %self.ctx.settings.name, kept = ?collision_winner(local_id, op.remote_id), "BGP connection collision");
-                        tokio::spawn(reject(op.stream, cease::CONNECTION_COLLISION_RESOLUTION));
+                        self.reject(op.stream);
                     }
                 },
             }
@@ -499,7 +524,7 @@ impl Neighbor {
                         drop(reader);
                         return Box::pin(self.connect_and_run((s, Dir::Incoming))).await;
                     }
-                    tokio::spawn(reject(s, cease::CONNECTION_COLLISION_RESOLUTION));
+                    self.reject(s);
                 }
                 ev = reader.next() => match ev {
                     ReadEvent::Message(Message::Keepalive(_)) => {
@@ -683,7 +708,7 @@ impl Neighbor {
                     // RFC 4271 §6.8: a new connection collides with an
                     // Established session: the new one is closed.
                     if let Some(s) = s {
-                        tokio::spawn(reject(s, cease::CONNECTION_COLLISION_RESOLUTION));
+                        self.reject(s);
                     }
                 }
                 _ = sub.changed() => {

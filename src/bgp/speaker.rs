@@ -62,7 +62,7 @@ impl Speaker {
                 was_established: AtomicBool::new(false),
                 blackholes: if n.export_blackhole { blackholes.clone() } else { None },
             });
-            tracker.spawn(Neighbor { ctx, incoming: rx, shutdown: shutdown.clone() }.run());
+            tracker.spawn(Neighbor::new(ctx, rx, shutdown.clone()).run());
             neighbors.push((status, tx));
         }
         let mut listen = None;
