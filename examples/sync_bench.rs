@@ -183,15 +183,14 @@ fn proc_status_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// One GET through `dnsbgpd ctl`'s client (the project's one HTTP client).
 fn http(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header end")?;
-    Ok((head.split_whitespace().nth(1).context("status")?.parse()?, body.to_string()))
+    use dnsbgpd::ctl::{Client, ClientOptions, Endpoint};
+    let options = ClientOptions { timeout: Duration::from_secs(30), max_body: 1 << 30, ..ClientOptions::default() };
+    let client = Client::new(Endpoint::from_listen(addr, false), options)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let answer = runtime.block_on(client.send(axum::http::Method::GET, path, None))?;
+    Ok((answer.status.as_u16(), String::from_utf8_lossy(&answer.body).into_owned()))
 }
 
 fn wait(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
