@@ -369,9 +369,10 @@ pub struct Neighbor {
     pub ctx: Arc<Context>,
     pub incoming: mpsc::Receiver<TcpStream>,
     pub shutdown: CancellationToken,
-    /// Connections being closed with a Cease (collisions): owned here, so
-    /// the neighbor's task waits for them before it ends.
-    rejects: JoinSet<()>,
+    /// The neighbor's own tasks — connections being closed with a Cease
+    /// (collisions) and the session's reader — so that the neighbor's task
+    /// waits for them before it ends.
+    tasks: JoinSet<()>,
 }
 
 /// How long a neighbor that stops waits for its Cease NOTIFICATIONs to go out.
@@ -379,20 +380,20 @@ const REJECT_DRAIN: Duration = Duration::from_secs(2);
 
 impl Neighbor {
     pub fn new(ctx: Arc<Context>, incoming: mpsc::Receiver<TcpStream>, shutdown: CancellationToken) -> Neighbor {
-        Neighbor { ctx, incoming, shutdown, rejects: JoinSet::new() }
+        Neighbor { ctx, incoming, shutdown, tasks: JoinSet::new() }
     }
 
     /// Closes a colliding connection with a Cease on a task of the neighbor's own.
     fn reject(&mut self, stream: TcpStream) {
-        while self.rejects.try_join_next().is_some() {}
-        self.rejects.spawn(reject(stream, cease::CONNECTION_COLLISION_RESOLUTION));
+        while self.tasks.try_join_next().is_some() {}
+        self.tasks.spawn(reject(stream, cease::CONNECTION_COLLISION_RESOLUTION));
     }
 
     /// Waits (bounded) for the rejects still sending, then aborts the rest.
-    async fn drain_rejects(&mut self) {
-        let rejects = &mut self.rejects;
-        let _ = tokio::time::timeout(REJECT_DRAIN, async { while rejects.join_next().await.is_some() {} }).await;
-        self.rejects.shutdown().await;
+    async fn drain_tasks(&mut self) {
+        let tasks = &mut self.tasks;
+        let _ = tokio::time::timeout(REJECT_DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
+        self.tasks.shutdown().await;
     }
 
     fn handshake(&self, stream: TcpStream, dir: Dir) -> Handshake {
@@ -463,7 +464,7 @@ impl Neighbor {
             }
             delay = self.backoff(attempt);
         }
-        self.drain_rejects().await;
+        self.drain_tasks().await;
         self.ctx.status.set_state(State::Idle);
     }
 
@@ -572,7 +573,8 @@ impl Neighbor {
             let last_heard = last_heard.clone();
             let clock = *ctx.table.clock();
             let mut reader = Reader { io: rd, buf, max_len: export.max_len };
-            tokio::spawn(async move {
+            while self.tasks.try_join_next().is_some() {}
+            self.tasks.spawn(async move {
                 loop {
                     let ev = reader.next().await;
                     last_heard.store(clock.now(), Ordering::Relaxed);
@@ -811,7 +813,8 @@ impl Neighbor {
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// Ends a task of the neighbor's [`JoinSet`] when the session that uses it ends.
+struct AbortOnDrop(tokio::task::AbortHandle);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
