@@ -3,7 +3,7 @@
 //! shared process helper `process`; this module re-exports them all, so
 //! `common::peers::Unbound` and the like keep working.
 //!
-//! * [`Nsd`]     — authoritative server (NSD 4.x) serving the fixed test zones below.
+//! * [`Nsd`]     — authoritative server (NSD 4.x) serving the fixed test zones (listed in `nsd`).
 //! * [`Unbound`] — recursive resolver (Unbound 1.17) with stub-zones to [`Nsd`] and dnstap
 //!   (client query + client response) to a unix socket or TCP.
 //! * [`Named`]   — BIND 9.18 resolver with forward zones to [`Nsd`] and dnstap to a unix socket.
