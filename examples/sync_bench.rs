@@ -110,6 +110,8 @@ impl Instance {
              [routes]\nstore = \"store\"\nmin_ttl = \"1h\"\nmax_ttl = \"24h\"\n\
              [[list]]\nname = \"vpn\"\nfile = \"vpn.txt\"\n\
              [api]\nlisten = \"{api}\"\n\
+             # Peers come through the counting relays: their Host is a relay's address.\n\
+             allowed_hosts = [\"127.0.0.1\"]\n\
              [sync]\ntoken = \"{TOKEN}\"\ninterval = \"{PULL_INTERVAL}\"\n\
              [[sync.peer]]\nname = \"{}\"\nurl = \"http://{}\"\ntoken = \"{TOKEN}\"\n",
             peer.0, peer.1
