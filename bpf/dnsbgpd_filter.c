@@ -11,11 +11,15 @@
 //                    destination port first (returns 0 = drop, 1 = keep).
 //
 // Per packet: the source address against exact v4/v6 hash maps, then the
-// v4/v6 LPM tries; for UDP the question name, one lookup per suffix (most
+// v4/v6 LPM tries (each skipped while dnsbgpd says that map is empty,
+// config.empty); for UDP the question name, one lookup per suffix (most
 // specific first), each lookup behind a one-byte counting-filter slot (an
 // array indexed by the suffix hash, inlined by the JIT) so that a name with
-// no entry costs no hash lookup at all. Every entry carries its expiry in CLOCK_BOOTTIME ns and
-// a hit counter. Whatever cannot be parsed passes.
+// no entry costs no hash lookup at all. The name is parsed and its suffix
+// hashes folded by plain bounded loops in one global function (scan_name).
+// Every entry carries its expiry in CLOCK_BOOTTIME ns and a hit counter; the
+// clock is read only once an entry is found (clock_of). Whatever cannot be
+// parsed passes.
 //
 // Name keys: every label is hashed (eight lowercased bytes at a time, see
 // label_step, seeded from the `config` map), suffix hashes are folded from the right
@@ -34,6 +38,7 @@
 #define MAX_LABELS 128
 #define NAME_MAX_WIRE 255
 #define BUF_SIZE 512
+#define QOFF 12 // the question's offset in scratch.buf (after the DNS header)
 
 #define VERDICT_DROP 0
 #define VERDICT_ALLOW 1
@@ -92,25 +97,23 @@ struct config {
 	__u32 port;  // cgroup mode: the resolver's port (host order)
 	__u32 names; // non-zero when any name entry exists (else no name parse)
 	__u32 slot_mask; // suffix_slots has slot_mask + 1 slots (a power of two)
-	__u32 pad;
+	__u32 empty; // EMPTY_* bits: source maps known to be empty (lookups skipped)
 };
 
-// Per-CPU packet state. The parse cursor lives here rather than on the
-// stack on purpose: the verifier does not track values in map memory, so
-// every bpf_loop round looks the same to it and verification stays short.
+#define EMPTY_SRC_V4 1
+#define EMPTY_SRC_V6 2
+#define EMPTY_NET_V4 4
+#define EMPTY_NET_V6 8
+
+// Per-CPU packet state: the DNS header and question (too large for the
+// stack) and what scan_name found in them.
 struct scratch {
-	__u64 seed;
-	__u32 avail; // bytes loaded into buf
-	__u32 pos;   // offset of the next length byte
-	__u32 n;     // labels seen
-	__s32 state; // 0 going on, 1 done (root label), -1 unparseable
-	__u64 fold;  // suffix hash being folded from the right
-	__u32 mask;  // config.slot_mask
-	__u32 maybe; // suffixes whose counting-filter slot is non-zero
-	__u8 buf[BUF_SIZE];
+	__u32 pos;   // offset in buf of the name's root label
+	__u32 n;     // labels of the name
+	__u8 buf[BUF_SIZE]; // DNS header, then the question at QOFF
 	__u64 lh[MAX_LABELS];  // per-label hash
 	__u64 sh[MAX_LABELS];  // suffix hash from label k to the end
-	__u8 off[MAX_LABELS];  // offset of label k's length byte
+	__u8 off[MAX_LABELS];  // offset of label k's length byte in the name
 	__u8 slot[MAX_LABELS]; // non-zero: suffix k may have an entry
 };
 
@@ -247,16 +250,26 @@ static __always_inline void count_drop(__u32 reason)
 		*c += 1; // per-CPU: no atomics needed
 }
 
-// A live entry's verdict, counting the hit; -1 when absent or expired.
-static __always_inline int apply(struct entry *e, __u64 now)
+// The kernel clock, read once per packet and only when an entry is found
+// (bpf_ktime_get_boot_ns costs ~45 ns on the VMs we measured on: more than
+// the rest of a miss).
+static __always_inline __u64 clock_of(__u64 *now)
 {
-	if (!e || e->expires_ns <= now)
+	if (*now == 0)
+		*now = bpf_ktime_get_boot_ns();
+	return *now;
+}
+
+// A live entry's verdict, counting the hit; -1 when absent or expired.
+static __always_inline int apply(struct entry *e, __u64 *now)
+{
+	if (!e || e->expires_ns <= clock_of(now))
 		return -1;
 	__sync_fetch_and_add(&e->hits, 1);
 	return e->verdict == VERDICT_DROP ? DROP : PASS;
 }
 
-static __always_inline int check_v4(struct __sk_buff *skb, __u64 now, __u32 *ihl, __u8 *proto, __u32 *total)
+static __always_inline int check_v4(struct __sk_buff *skb, __u64 *now, __u32 empty, __u32 *ihl, __u8 *proto, __u32 *total)
 {
 	__u8 h[20];
 	if (bpf_skb_load_bytes_relative(skb, 0, h, sizeof(h), BPF_HDR_START_NET))
@@ -269,11 +282,16 @@ static __always_inline int check_v4(struct __sk_buff *skb, __u64 now, __u32 *ihl
 	// A fragment other than the first carries no transport header.
 	if (((h[6] & 0x1f) | h[7]) != 0)
 		*proto = 0;
-	__u32 addr;
-	__builtin_memcpy(&addr, &h[12], 4);
-	int v = apply(bpf_map_lookup_elem(&src_v4, &addr), now);
-	if (v >= 0)
-		return v;
+	int v;
+	if (!(empty & EMPTY_SRC_V4)) {
+		__u32 addr;
+		__builtin_memcpy(&addr, &h[12], 4);
+		v = apply(bpf_map_lookup_elem(&src_v4, &addr), now);
+		if (v >= 0)
+			return v;
+	}
+	if (empty & EMPTY_NET_V4)
+		return -1;
 	struct lpm_v4 k = { .prefixlen = 32 };
 	__builtin_memcpy(k.addr, &h[12], 4);
 	// The longest range may have expired; try a few shorter ones.
@@ -292,7 +310,7 @@ static __always_inline int check_v4(struct __sk_buff *skb, __u64 now, __u32 *ihl
 	return -1;
 }
 
-static __always_inline int check_v6(struct __sk_buff *skb, __u64 now, __u32 *ihl, __u8 *proto, __u32 *total)
+static __always_inline int check_v6(struct __sk_buff *skb, __u64 *now, __u32 empty, __u32 *ihl, __u8 *proto, __u32 *total)
 {
 	__u8 h[40];
 	if (bpf_skb_load_bytes_relative(skb, 0, h, sizeof(h), BPF_HDR_START_NET))
@@ -302,9 +320,14 @@ static __always_inline int check_v6(struct __sk_buff *skb, __u64 now, __u32 *ihl
 	*ihl = 40;
 	*proto = h[6]; // extension headers: not parsed, no name check
 	*total = 40 + (((__u32)h[4] << 8) | h[5]);
-	int v = apply(bpf_map_lookup_elem(&src_v6, &h[8]), now);
-	if (v >= 0)
-		return v;
+	int v;
+	if (!(empty & EMPTY_SRC_V6)) {
+		v = apply(bpf_map_lookup_elem(&src_v6, &h[8]), now);
+		if (v >= 0)
+			return v;
+	}
+	if (empty & EMPTY_NET_V6)
+		return -1;
 	struct lpm_v6 k = { .prefixlen = 128 };
 	__builtin_memcpy(k.addr, &h[8], 16);
 #pragma unroll
@@ -322,76 +345,87 @@ static __always_inline int check_v6(struct __sk_buff *skb, __u64 now, __u32 *ihl
 	return -1;
 }
 
-struct parse_ctx {
-	struct scratch *s;
-};
-
-// One label per call: its length byte at s->pos, then its bytes.
-static long parse_label(__u64 index, void *arg)
+// The question name from QOFF in s->buf, in one call: first label by label
+// from the left (per label its hash in s->lh, its offset in s->off), then
+// the suffix hashes from the right (s->sh) with their counting-filter slots
+// (s->slot). Leaves the label count in s->n and the root label's offset in
+// s->pos. Returns -1 when the name cannot be parsed, 0 when no suffix can
+// have an entry (the common miss), 1 when some may.
+//
+// Plain bounded loops, no bpf_loop: a callback round per label cost ~12 ns
+// more. This is a global function so that the verifier checks it once on
+// its own: inlined, every exit of the loops would re-walk the rest of the
+// program (over the 1 M instruction limit).
+__attribute__((noinline)) int scan_name(struct scratch *s, struct config *cfg, __u32 avail)
 {
-	struct parse_ctx *c = arg;
-	struct scratch *s = c->s;
-	__u32 pos = s->pos;
-	if (pos >= s->avail || pos > NAME_MAX_WIRE) {
-		s->state = -1;
-		return 1;
-	}
-	__u8 len = s->buf[pos & (BUF_SIZE - 1)];
-	if (len == 0) {
-		s->state = (pos + 1 <= NAME_MAX_WIRE) ? 1 : -1;
-		return 1;
-	}
-	// Compression pointers (and the reserved 0x40/0x80 types) are not
-	// followed: a question name in a query has nothing to point back to.
-	if (len & 0xc0) {
-		s->state = -1;
-		return 1;
-	}
-	if (pos + 1 + len >= s->avail || s->n >= MAX_LABELS) {
-		s->state = -1;
-		return 1;
-	}
-	__u64 h = s->seed ^ len;
-	for (__u32 j = 0; j < 8; j++) {
-		__u32 at = j * 8;
-		if (at >= len)
+	if (!s || !cfg)
+		return -1;
+	__u64 seed = cfg->seed;
+	__u32 pos = QOFF;
+	__u32 nl = 0;
+	for (__u32 n = 0; n <= MAX_LABELS; n++) {
+		if (pos >= avail || pos > QOFF + NAME_MAX_WIRE)
+			return -1;
+		__u8 len = s->buf[pos & (BUF_SIZE - 1)];
+		if (len == 0) {
+			if (pos + 1 - QOFF > NAME_MAX_WIRE)
+				return -1;
+			nl = n;
 			break;
-		__u32 off = pos + 1 + at;
-		if (off > BUF_SIZE - 8)
-			break; // cannot happen (pos <= 255); bounds the load for the verifier
-		__u64 w = *(__u64 *)(s->buf + off); // unaligned: fine on the JITs we run on
-		__u32 rest = len - at;
-		if (rest < 8)
-			w &= (1ULL << (rest * 8)) - 1;
-		h = label_step(h, w);
+		}
+		// Compression pointers (and the reserved 0x40/0x80 types) are not
+		// followed: a question name in a query has nothing to point back to.
+		if (len & 0xc0)
+			return -1;
+		if (pos + 1 + len >= avail || n >= MAX_LABELS)
+			return -1;
+		__u64 h = seed ^ len;
+		for (__u32 j = 0; j < 8; j++) {
+			__u32 at = j * 8;
+			if (at >= len)
+				break;
+			__u32 off = pos + 1 + at;
+			if (off > BUF_SIZE - 8)
+				break; // cannot happen (pos <= QOFF + 255); bounds the load for the verifier
+			__u64 w = *(__u64 *)(s->buf + off); // unaligned: fine on the JITs we run on
+			__u32 rest = len - at;
+			if (rest < 8)
+				w &= (1ULL << (rest * 8)) - 1;
+			h = label_step(h, w);
+		}
+		s->lh[n & (MAX_LABELS - 1)] = h;
+		s->off[n & (MAX_LABELS - 1)] = pos - QOFF;
+		// The length byte read again, from memory: the inner loop's exits
+		// narrowed what the verifier knows of `len` in eight different ways,
+		// and each would go on into the next label as a state of its own.
+		len = *(volatile __u8 *)&s->buf[pos & (BUF_SIZE - 1)];
+		pos += 1 + len;
 	}
-	__u32 n = s->n & (MAX_LABELS - 1);
-	s->lh[n] = h;
-	s->off[n] = pos;
-	s->n = n + 1;
-	s->pos = pos + 1 + len;
-	return 0;
-}
+	if (nl == 0)
+		return -1; // the root alone, or no root within the bound
+	s->n = nl;
+	s->pos = pos;
+	// Read back from memory, where the verifier does not track it: the
+	// loop below then looks the same whatever the label count, and the
+	// verifier walks it once instead of once per count.
+	nl = *(volatile __u32 *)&s->n;
 
-// Suffix hashes, from the last label to the first.
-static long fold_label(__u64 index, void *arg)
-{
-	struct parse_ctx *c = arg;
-	struct scratch *s = c->s;
-	__u32 n = s->n;
-	if (index >= n)
-		return 1;
-	__u32 k = (n - 1 - index) & (MAX_LABELS - 1);
-	__u64 h = s->fold;
-	h = fmix64(((h << 23) | (h >> 41)) ^ s->lh[k]);
-	s->fold = h;
-	s->sh[k] = h;
-	__u32 idx = (__u32)h & s->mask;
-	__u8 *slot = bpf_map_lookup_elem(&suffix_slots, &idx);
-	__u8 maybe = slot && *slot;
-	s->slot[k] = maybe;
-	s->maybe += maybe;
-	return 0;
+	__u64 h = seed;
+	__u32 mask = cfg->slot_mask;
+	__u32 maybe = 0;
+	for (__u32 i = 0; i < MAX_LABELS; i++) {
+		if (i >= nl)
+			break;
+		__u32 k = (nl - 1 - i) & (MAX_LABELS - 1);
+		h = fmix64(((h << 23) | (h >> 41)) ^ s->lh[k]);
+		s->sh[k] = h;
+		__u32 idx = (__u32)h & mask;
+		__u8 *slot = bpf_map_lookup_elem(&suffix_slots, &idx);
+		__u8 m = slot && *slot;
+		s->slot[k] = m;
+		maybe |= m;
+	}
+	return maybe != 0;
 }
 
 struct lookup_ctx {
@@ -407,7 +441,7 @@ struct lookup_ctx {
 static __always_inline int lookup_name(struct lookup_ctx *c, __u64 hash, __u8 len, __u8 kind, __u16 qtype)
 {
 	struct name_key k = { .hash = hash, .len = len, .kind = kind, .qtype = qtype, .pad = 0 };
-	return apply(bpf_map_lookup_elem(&names, &k), c->now);
+	return apply(bpf_map_lookup_elem(&names, &k), &c->now);
 }
 
 // Suffix `index`: label index to the end; index 0 is the whole name.
@@ -456,55 +490,47 @@ found_suffix:
 	return 1;
 }
 
-static __always_inline int check_name(struct __sk_buff *skb, __u64 now, __u32 l4, __u32 total, __u32 *reason)
+static __always_inline int check_name(struct __sk_buff *skb, struct config *cfg, __u64 now, __u32 l4, __u32 total,
+				      __u32 *reason)
 {
 	__u32 zero = 0;
 	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
-	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
-	if (!s || !cfg || cfg->names == 0)
+	if (!s)
 		return -1;
-	// DNS header after the 8-byte UDP header.
-	__u8 dh[12];
-	if (bpf_skb_load_bytes_relative(skb, l4 + 8, dh, sizeof(dh), BPF_HDR_START_NET))
+	// DNS header and question in one load, after the 8-byte UDP header:
+	// one helper call fewer than loading them apart.
+	__u32 doff = l4 + 8;
+	if (total <= doff + 12)
 		return -1;
-	if (dh[2] & 0x80) // QR: a response
+	__u32 avail = total - doff;
+	if (avail > 12 + NAME_MAX_WIRE + 4)
+		avail = 12 + NAME_MAX_WIRE + 4;
+	if (avail < 12 + 5)
 		return -1;
-	if (dh[4] == 0 && dh[5] == 0) // QDCOUNT 0: no question
+	if (bpf_skb_load_bytes_relative(skb, doff, s->buf, avail, BPF_HDR_START_NET))
 		return -1;
-	__u32 qoff = l4 + 8 + 12;
-	if (total <= qoff)
+	if (s->buf[2] & 0x80) // QR: a response
 		return -1;
-	__u32 avail = total - qoff;
-	if (avail > NAME_MAX_WIRE + 4)
-		avail = NAME_MAX_WIRE + 4;
-	if (avail < 5)
-		return -1;
-	if (bpf_skb_load_bytes_relative(skb, qoff, s->buf, avail, BPF_HDR_START_NET))
+	if (s->buf[4] == 0 && s->buf[5] == 0) // QDCOUNT 0: no question
 		return -1;
 
-	s->seed = cfg->seed;
-	s->avail = avail;
-	s->pos = 0;
-	s->n = 0;
-	s->state = 0;
-	struct parse_ctx p = { .s = s };
-	bpf_loop(MAX_LABELS + 1, parse_label, &p, 0);
-	__u32 nl = s->n;
-	if (s->state != 1 || nl == 0 || nl > MAX_LABELS)
+	int found = scan_name(s, cfg, avail);
+	if (found < 0)
 		return -1;
-	__u32 namelen = s->pos + 1;
+	__u32 nl = s->n;
+	if (nl == 0 || nl > MAX_LABELS)
+		return -1;
+	__u32 namelen = s->pos + 1 - QOFF;
 	if (namelen > NAME_MAX_WIRE)
 		return -1;
-	if (namelen + 2 > avail)
+	// Keeps clang from rebuilding qt from s->pos (unbounded for the verifier).
+	asm volatile("" : "+r"(namelen));
+	__u32 qt = namelen + QOFF;
+	if (qt + 2 > avail)
 		return -1; // no room for QTYPE
-	__u16 qtype = ((__u16)s->buf[namelen & (BUF_SIZE - 1)] << 8) | s->buf[(namelen + 1) & (BUF_SIZE - 1)];
-
-	s->fold = cfg->seed;
-	s->mask = cfg->slot_mask;
-	s->maybe = 0;
-	bpf_loop(MAX_LABELS, fold_label, &p, 0);
-	if (s->maybe == 0)
+	if (found == 0)
 		return -1; // no suffix has an entry: the common miss
+	__u16 qtype = ((__u16)s->buf[qt & (BUF_SIZE - 1)] << 8) | s->buf[(qt + 1) & (BUF_SIZE - 1)];
 
 	struct lookup_ctx l = { .s = s, .now = now, .n = nl, .namelen = namelen, .qtype = qtype, .verdict = -1 };
 	bpf_loop(MAX_LABELS, lookup_suffix, &l, 0);
@@ -512,16 +538,17 @@ static __always_inline int check_name(struct __sk_buff *skb, __u64 now, __u32 l4
 	return l.verdict;
 }
 
-static __always_inline int decide(struct __sk_buff *skb, __u32 want_port)
+static __always_inline int decide(struct __sk_buff *skb, struct config *cfg, __u32 want_port)
 {
-	__u64 now = bpf_ktime_get_boot_ns();
+	__u64 now = 0; // read when first needed (clock_of)
 	__u32 ihl = 0, total = 0;
 	__u8 proto = 0;
+	__u32 empty = cfg->empty;
 	int v;
 	if (skb->protocol == __constant_htons(ETH_P_IP))
-		v = check_v4(skb, now, &ihl, &proto, &total);
+		v = check_v4(skb, &now, empty, &ihl, &proto, &total);
 	else if (skb->protocol == __constant_htons(ETH_P_IPV6))
-		v = check_v6(skb, now, &ihl, &proto, &total);
+		v = check_v6(skb, &now, empty, &ihl, &proto, &total);
 	else
 		return PASS;
 	if (v == -2)
@@ -541,10 +568,10 @@ static __always_inline int decide(struct __sk_buff *skb, __u32 want_port)
 			count_drop(REASON_SOURCE);
 		return v;
 	}
-	if (proto != IPPROTO_UDP)
+	if (proto != IPPROTO_UDP || cfg->names == 0)
 		return PASS;
 	__u32 reason = 0;
-	v = check_name(skb, now, ihl, total, &reason);
+	v = check_name(skb, cfg, now, ihl, total, &reason);
 	if (v == DROP) {
 		count_drop(reason);
 		return DROP;
@@ -555,7 +582,11 @@ static __always_inline int decide(struct __sk_buff *skb, __u32 want_port)
 SEC("socket")
 int dnsbgpd_socket(struct __sk_buff *skb)
 {
-	return decide(skb, 0) == DROP ? 0 : skb->len;
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg)
+		return skb->len;
+	return decide(skb, cfg, 0) == DROP ? 0 : skb->len;
 }
 
 SEC("cgroup_skb/ingress")
@@ -563,10 +594,9 @@ int dnsbgpd_cgroup(struct __sk_buff *skb)
 {
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
-	__u32 port = cfg ? cfg->port : 0;
-	if (port == 0)
+	if (!cfg || cfg->port == 0)
 		return 1;
-	return decide(skb, port) == DROP ? 0 : 1;
+	return decide(skb, cfg, cfg->port) == DROP ? 0 : 1;
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

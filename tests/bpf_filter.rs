@@ -166,6 +166,15 @@ fn sources_v4_v6_and_ranges_udp_and_tcp() {
     assert!(f.remove(&src("203.0.113.0/24")).unwrap());
     assert!(!f.remove(&src("203.0.113.0/24")).unwrap());
     assert!(!drops(&f, &udp4("203.0.113.200", &q)));
+    // The last v4 range is gone (its trie is skipped now) and comes back;
+    // the exact sources never left.
+    f.upsert(&src("203.0.113.0/24"), Verdict::Drop, later()).unwrap();
+    assert!(drops(&f, &udp4("203.0.113.200", &q)));
+    assert!(f.remove(&src("198.51.100.7/32")).unwrap());
+    assert!(!drops(&f, &udp4("198.51.100.7", &q)));
+    assert!(drops(&f, &udp6("2001:db8::1", &q)), "v6 exact entries are another map");
+    f.upsert(&src("198.51.100.7/32"), Verdict::Drop, later()).unwrap();
+    assert!(drops(&f, &udp4("198.51.100.7", &q)));
 }
 
 #[test]
@@ -269,6 +278,90 @@ fn long_labels_and_lowercasing_edges() {
     assert!(drops(&f, &udp4(c, &query("abcdefgh.test", A))), "a neighbour stays");
     f.upsert(&k, Verdict::Drop, later()).unwrap();
     assert!(drops(&f, &udp4(c, &query("abcdefghi.test", A))));
+}
+
+/// A small deterministic generator (xorshift64*), so that a failure names
+/// a name that can be reproduced.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A random name: 1–12 labels of 1–63 bytes, at most 255 bytes on the
+/// wire; letters of both cases, digits, `-` `_` `@` `[` `` ` `` `{`, and now
+/// and then a two-byte UTF-8 letter (top bit set in both bytes).
+fn random_name(r: &mut Rng) -> String {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_@[`{";
+    let labels = 1 + r.below(12);
+    let mut name = String::new();
+    let mut wire = 1;
+    for _ in 0..labels {
+        let max = 63.min(255 - wire - 1);
+        if max == 0 {
+            break;
+        }
+        // Short labels most of the time, so that names have many of them.
+        let cap = if r.below(4) == 0 { max } else { max.min(12) };
+        let len = 1 + r.below(cap as u64) as usize;
+        let mut label = String::new();
+        while label.len() < len {
+            if len - label.len() >= 2 && r.below(16) == 0 {
+                label.push(['é', 'Ã', 'ß'][r.below(3) as usize]);
+            } else {
+                label.push(CHARS[r.below(CHARS.len() as u64) as usize] as char);
+            }
+        }
+        if !name.is_empty() {
+            name.push('.');
+        }
+        name.push_str(&label);
+        wire += 1 + label.len();
+    }
+    name
+}
+
+/// The kernel computes the same key as the userspace twin (`NameHasher`)
+/// on random names: each name is put in as an exact entry (in lowercase)
+/// and must be dropped when queried in random case, while the same name
+/// with one byte changed, or one label fewer, must pass.
+#[test]
+fn kernel_and_userspace_hash_random_names_alike() {
+    let Some(f) = filter() else { return };
+    let c = "192.0.2.1";
+    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+    for round in 0..300 {
+        let n = random_name(&mut r);
+        let lower = n.to_ascii_lowercase();
+        let k = name(&lower, NameMatch::Exact, QTYPE_ANY);
+        f.upsert(&k, Verdict::Drop, later()).unwrap();
+        let mixed: String = n
+            .chars()
+            .map(|ch| if r.below(2) == 0 { ch.to_ascii_uppercase() } else { ch.to_ascii_lowercase() })
+            .collect();
+        assert!(drops(&f, &udp4(c, &query(&mixed, A))), "round {round}: {mixed:?} (entry {lower:?})");
+        // One byte changed (a letter or digit that stays one after folding).
+        let mut bytes = lower.clone().into_bytes();
+        let at = (0..bytes.len()).rev().find(|&i| bytes[i].is_ascii_alphanumeric());
+        if let Some(i) = at {
+            bytes[i] = if bytes[i] == b'z' { b'y' } else { b'z' };
+            let other = String::from_utf8(bytes).unwrap();
+            assert!(!drops(&f, &udp4(c, &query(&other, A))), "round {round}: {other:?} matched {lower:?}");
+        }
+        if let Some((_, parent)) = lower.split_once('.') {
+            assert!(!drops(&f, &udp4(c, &query(parent, A))), "round {round}: parent {parent:?} matched {lower:?}");
+        }
+        assert!(f.remove(&k).unwrap());
+    }
 }
 
 #[test]
@@ -457,6 +550,7 @@ fn pinned_maps_are_reused() {
     assert_eq!(e.hits, 1);
     assert!(entries.iter().any(|e| e.key == s));
     assert!(drops(&f, &udp4("192.0.2.1", &query("b.pinned.test", A))), "same seed, same keys");
+    assert!(drops(&f, &udp4("198.51.100.9", &query("x.test", A))), "the range's trie is not skipped");
     assert_eq!(f.drops().unwrap().suffix, 2, "drop counters pinned too");
 }
 

@@ -283,16 +283,26 @@ impl Attacher {
             }
         };
         let mut seen = BTreeSet::new();
+        // Named by `process`, other programs of that name (another resolver
+        // on another port) are no error: the resolver is whichever of them
+        // is bound to the port, and only when none is does it count.
+        let by_name = match &self.settings.resolver {
+            Resolver::Process(name) => Some(name.clone()),
+            Resolver::PidFile(_) => None,
+        };
+        let mut pid_errors = Vec::new();
+        let mut without = Vec::new();
         for pid in pids {
             let found = match find_sockets(pid, self.settings.port) {
                 Ok(f) => f,
                 Err(e) => {
-                    errors.push(e);
+                    pid_errors.push(e);
                     continue;
                 }
             };
             if found.is_empty() {
-                errors.push(format!("the resolver (pid {pid}) has no socket on port {}", self.settings.port));
+                without.push(pid);
+                continue;
             }
             for s in found {
                 seen.insert(s.inode);
@@ -310,6 +320,25 @@ impl Attacher {
                     }
                     Err(e) => errors.push(e),
                 }
+            }
+        }
+        let port = self.settings.port;
+        match by_name {
+            Some(_) if !seen.is_empty() => {}
+            Some(name) => {
+                let list: Vec<String> = without.iter().map(u32::to_string).collect();
+                if !list.is_empty() {
+                    errors.push(format!(
+                        "no process named {name:?} has a socket on port {port} (pids {})",
+                        list.join(", ")
+                    ));
+                }
+                errors.extend(pid_errors);
+            }
+            None => {
+                errors.extend(pid_errors);
+                errors
+                    .extend(without.iter().map(|pid| format!("the resolver (pid {pid}) has no socket on port {port}")));
             }
         }
         // Sockets that are gone (resolver restarted or closed them).
@@ -353,7 +382,21 @@ impl Attacher {
             return Ok(c.clone());
         }
         let pids = resolver_pids(&self.settings.resolver)?;
-        let pid = pids[0];
+        // Several processes of the name: the resolver's cgroup is that of the
+        // one bound to the port.
+        let pid = match pids.as_slice() {
+            [one] => *one,
+            _ => pids
+                .iter()
+                .copied()
+                .find(|&p| find_sockets(p, self.settings.port).is_ok_and(|f| !f.is_empty()))
+                .ok_or_else(|| {
+                    format!(
+                        "none of the processes of that name (pids {pids:?}) has a socket on port {}",
+                        self.settings.port
+                    )
+                })?,
+        };
         let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
             .map_err(|e| format!("cannot read /proc/{pid}/cgroup: {e}"))?;
         let rel = text

@@ -75,6 +75,10 @@ const KIND_SUFFIX: u8 = 2;
 const KIND_BELOW: u8 = 3;
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
+/// The source maps in the order of their `EMPTY_*` bit in `config.empty`
+/// (bit `1 << index`).
+const SOURCE_MAPS: [&str; 4] = ["src_v4", "src_v6", "net_v4", "net_v6"];
+
 /// `struct entry` of the C program.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -137,7 +141,10 @@ struct Config {
     names: u32,
     /// `suffix_slots` has `slot_mask + 1` slots.
     slot_mask: u32,
-    pad: u32,
+    /// `EMPTY_*` bits: source maps known to be empty, whose lookups the
+    /// program skips. Zero (the value in maps pinned by an older dnsbgpd)
+    /// looks everything up.
+    empty: u32,
 }
 // SAFETY: plain integers, explicit padding field.
 unsafe impl Pod for Config {}
@@ -272,6 +279,9 @@ struct Maps {
     drops: PerCpuArray<MapData, u64>,
     config: Array<MapData, Config>,
     attached: HashMap<MapData, u64, u64>,
+    /// Entries per source map (`SOURCE_MAPS` order), the source of the
+    /// `config.empty` bits.
+    source_counts: [u64; 4],
 }
 
 impl Maps {
@@ -330,6 +340,44 @@ impl Maps {
         if cfg.names != want {
             cfg.names = want;
             self.config.set(0, cfg, 0).map_err(|e| map_err("config", e))?;
+        }
+        Ok(())
+    }
+
+    /// One entry more (`true`) or less in source map `index`. An empty
+    /// map's bit is cleared before its first entry goes in (call this
+    /// before the insert) and set after its last one went (after the
+    /// remove), so that no packet skips a map holding a live entry.
+    fn count_source(&mut self, index: usize, more: bool) -> Result<(), EnforceError> {
+        let n = &mut self.source_counts[index];
+        *n = if more { *n + 1 } else { n.saturating_sub(1) };
+        let empty = *n == 0;
+        self.set_empty_bit(index, empty)
+    }
+
+    fn set_empty_bit(&mut self, index: usize, empty: bool) -> Result<(), EnforceError> {
+        let bit = 1u32 << index;
+        let mut cfg = self.config.get(&0, 0).map_err(|e| map_err("config", e))?;
+        let want = if empty { cfg.empty | bit } else { cfg.empty & !bit };
+        if cfg.empty != want {
+            cfg.empty = want;
+            self.config.set(0, cfg, 0).map_err(|e| map_err("config", e))?;
+        }
+        Ok(())
+    }
+
+    /// Counts the entries of the source maps (pinned maps reused) and
+    /// writes the `config.empty` bits.
+    fn rebuild_source_counts(&mut self) -> Result<(), EnforceError> {
+        let counts = [
+            self.src_v4.keys().count(),
+            self.src_v6.keys().count(),
+            self.net_v4.keys().count(),
+            self.net_v6.keys().count(),
+        ];
+        for (i, n) in counts.into_iter().enumerate() {
+            self.source_counts[i] = n as u64;
+            self.set_empty_bit(i, n == 0)?;
         }
         Ok(())
     }
@@ -495,6 +543,7 @@ impl Filter {
             drops: take!("drops"),
             config: take!("config"),
             attached: take!("attached"),
+            source_counts: [0; 4],
         };
         // Pinned slots keep the size they were made with.
         let slots = maps.slots.len();
@@ -510,6 +559,7 @@ impl Filter {
             maps.config.set(0, cfg, 0).map_err(|e| map_err("config", e))?;
         }
         maps.rebuild_presence()?;
+        maps.rebuild_source_counts()?;
         let mut cfg = maps.config.get(&0, 0).map_err(|e| map_err("config", e))?;
         if cfg.seed == 0 {
             cfg.seed = random_seed();
@@ -619,31 +669,44 @@ impl Filter {
     fn upsert_source(&self, net: &IpNet, verdict: Verdict, expires_ns: u64) -> Result<(), EnforceError> {
         let mut m = self.maps();
         let mut e = RawEntry { expires_ns, hits: 0, verdict: raw_verdict(verdict), prefixlen: 0 };
-        match source_slot(net) {
+        let slot = source_slot(net);
+        // An LPM lookup finds the longest match, maybe another range: only
+        // an entry of the same length is this one.
+        let (index, old) = match &slot {
+            SourceSlot::V4(a) => (0, m.src_v4.get(&u32::from_ne_bytes(*a), 0).ok()),
+            SourceSlot::V6(a) => (1, m.src_v6.get(a, 0).ok()),
+            SourceSlot::Net4(k) => (2, m.net_v4.get(k, 0).ok().filter(|o| o.prefixlen == k.prefix_len())),
+            SourceSlot::Net6(k) => (3, m.net_v6.get(k, 0).ok().filter(|o| o.prefixlen == k.prefix_len())),
+        };
+        e.hits = old.map_or(0, |o| o.hits);
+        if old.is_none() {
+            m.count_source(index, true)?;
+        }
+        let r = match slot {
             SourceSlot::V4(a) => {
-                let k = u32::from_ne_bytes(a);
                 e.prefixlen = 32;
-                e.hits = m.src_v4.get(&k, 0).map(|o| o.hits).unwrap_or(0);
-                m.src_v4.insert(k, e, 0).map_err(|x| map_err("src_v4", x))
+                m.src_v4.insert(u32::from_ne_bytes(a), e, 0)
             }
             SourceSlot::V6(a) => {
                 e.prefixlen = 128;
-                e.hits = m.src_v6.get(&a, 0).map(|o| o.hits).unwrap_or(0);
-                m.src_v6.insert(a, e, 0).map_err(|x| map_err("src_v6", x))
+                m.src_v6.insert(a, e, 0)
             }
             SourceSlot::Net4(k) => {
                 e.prefixlen = k.prefix_len();
-                // An LPM lookup finds the longest match, maybe another
-                // range: only an entry of the same length is this one.
-                e.hits = m.net_v4.get(&k, 0).ok().filter(|o| o.prefixlen == k.prefix_len()).map_or(0, |o| o.hits);
-                m.net_v4.insert(&k, e, 0).map_err(|x| map_err("net_v4", x))
+                m.net_v4.insert(&k, e, 0)
             }
             SourceSlot::Net6(k) => {
                 e.prefixlen = k.prefix_len();
-                e.hits = m.net_v6.get(&k, 0).ok().filter(|o| o.prefixlen == k.prefix_len()).map_or(0, |o| o.hits);
-                m.net_v6.insert(&k, e, 0).map_err(|x| map_err("net_v6", x))
+                m.net_v6.insert(&k, e, 0)
             }
+        };
+        if let Err(x) = r {
+            if old.is_none() {
+                m.count_source(index, false)?;
+            }
+            return Err(map_err(SOURCE_MAPS[index], x));
         }
+        Ok(())
     }
 
     fn get_source(&self, net: &IpNet) -> Option<RawEntry> {
@@ -708,12 +771,16 @@ impl Enforcer for Filter {
         match key {
             KernelKey::Source(net) => {
                 let mut m = self.maps();
-                match source_slot(net) {
-                    SourceSlot::V4(a) => removed("src_v4", m.src_v4.remove(&u32::from_ne_bytes(a))),
-                    SourceSlot::V6(a) => removed("src_v6", m.src_v6.remove(&a)),
-                    SourceSlot::Net4(k) => removed("net_v4", m.net_v4.remove(&k)),
-                    SourceSlot::Net6(k) => removed("net_v6", m.net_v6.remove(&k)),
+                let (index, r) = match source_slot(net) {
+                    SourceSlot::V4(a) => (0, removed("src_v4", m.src_v4.remove(&u32::from_ne_bytes(a)))),
+                    SourceSlot::V6(a) => (1, removed("src_v6", m.src_v6.remove(&a))),
+                    SourceSlot::Net4(k) => (2, removed("net_v4", m.net_v4.remove(&k))),
+                    SourceSlot::Net6(k) => (3, removed("net_v6", m.net_v6.remove(&k))),
+                };
+                if let Ok(true) = r {
+                    m.count_source(index, false)?;
                 }
+                r
             }
             KernelKey::Name { name, matching, qtype } => {
                 let Ok(k) = self.name_key(name, *matching, *qtype) else { return Ok(false) };
