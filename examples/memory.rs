@@ -100,6 +100,14 @@ fn main() -> anyhow::Result<()> {
         rss_mib() - before,
         (rss_mib() - before) * 1048576.0 / routes.max(1) as f64
     );
+    let parts = table.heap_bytes();
+    let total: usize = parts.iter().map(|(_, b)| b).sum();
+    println!(
+        "  table heap by part ({} names): {} = {:.0} bytes/route",
+        table.names_len(),
+        parts.iter().map(|(p, b)| format!("{p} {:.1} MiB", *b as f64 / 1048576.0)).collect::<Vec<_>>().join(", "),
+        total as f64 / routes.max(1) as f64
+    );
 
     let backend = args.iter().position(|a| a == "--backend").and_then(|i| args.get(i + 1)).cloned();
     let backend = backend.unwrap_or_else(|| "sled".into());

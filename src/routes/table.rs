@@ -1181,6 +1181,26 @@ impl RouteTable {
         self.lock().names.len()
     }
 
+    /// Heap bytes of the table's parts, as (part, bytes): the slots (and
+    /// the attribution lists of routes with several names), the address
+    /// index, the expiry heap, the names. Walks the slots in chunks.
+    pub fn heap_bytes(&self) -> Vec<(&'static str, usize)> {
+        let mut more = 0;
+        self.walk(|st, i| {
+            if let Some(v) = &st.slots[i].more {
+                more += 24 + v.capacity() * std::mem::size_of::<Held>();
+            }
+        });
+        let st = self.lock();
+        vec![
+            ("slots", st.slots.pages.len() * SLOT_PAGE * std::mem::size_of::<Entry>() + st.free.capacity() * 4),
+            ("extra attributions", more),
+            ("address index", st.index.0.capacity() * 5),
+            ("expiry heap", st.heap.capacity() * std::mem::size_of::<Reverse<(Secs, u32)>>()),
+            ("names", st.names.heap_bytes()),
+        ]
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
