@@ -78,9 +78,19 @@ impl NameArena {
         std::str::from_utf8(self.bytes(id)).unwrap_or_default()
     }
 
+    /// The hash a name is looked up by (computed once for a
+    /// [`NameArena::find_hashed`] and an [`NameArena::intern_hashed`]).
+    pub fn hash(&self, name: &str) -> u64 {
+        self.hasher.hash_one(name.as_bytes())
+    }
+
     /// The id of `name` if it is interned.
     pub fn find(&self, name: &str) -> Option<u32> {
-        let hash = self.hasher.hash_one(name.as_bytes());
+        self.find_hashed(name, self.hash(name))
+    }
+
+    /// [`NameArena::find`] with the name's [`NameArena::hash`].
+    pub fn find_hashed(&self, name: &str, hash: u64) -> Option<u32> {
         let (pages, meta) = (&self.pages, &self.meta);
         self.index.find(hash, |&id| Self::bytes_at(pages, meta[id as usize].loc) == name.as_bytes()).copied()
     }
@@ -88,10 +98,14 @@ impl NameArena {
     /// Takes one more reference on `name`, interning it if it is new; `None`
     /// for a name longer than [`MAX_NAME`].
     pub fn intern(&mut self, name: &str) -> Option<u32> {
+        self.intern_hashed(name, self.hash(name))
+    }
+
+    /// [`NameArena::intern`] with the name's [`NameArena::hash`].
+    pub fn intern_hashed(&mut self, name: &str, hash: u64) -> Option<u32> {
         if name.len() > MAX_NAME {
             return None;
         }
-        let hash = self.hasher.hash_one(name.as_bytes());
         let (pages, meta) = (&self.pages, &self.meta);
         if let Some(&id) = self.index.find(hash, |&id| Self::bytes_at(pages, meta[id as usize].loc) == name.as_bytes())
         {

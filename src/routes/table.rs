@@ -757,7 +757,8 @@ impl RouteTable {
             st.mark(addr);
             return Update::Added;
         };
-        let known = st.names.find(domain);
+        let hash = st.names.hash(domain);
+        let known = st.names.find_hashed(domain, hash);
         let entry = &mut st.slots[slot];
         if let Some(name) = known
             && let Some(h) =
@@ -799,7 +800,7 @@ impl RouteTable {
         } else {
             None
         };
-        let Some(name) = st.names.intern(domain) else {
+        let Some(name) = st.names.intern_hashed(domain, hash) else {
             self.refusals.names_dropped.fetch_add(1, Ordering::Relaxed);
             return Update::Unchanged;
         };
