@@ -249,6 +249,17 @@ impl DomainMatcher {
         included
     }
 
+    /// Gives back the room reserved beyond what the entries use.
+    pub fn shrink_to_fit(&mut self) {
+        self.entries.shrink_to_fit();
+        self.arena.shrink_to_fit();
+        let (entries, arena) = (&self.entries, &self.arena);
+        self.index.shrink_to_fit(|&id| text_hash(text_of(arena, &entries[id as usize])));
+        if self.filter.len() > filter_words(self.index.len()) {
+            self.rebuild_filter(self.index.len());
+        }
+    }
+
     /// Approximate heap bytes held.
     pub fn heap_bytes(&self) -> usize {
         self.index.capacity() * (std::mem::size_of::<u32>() + 1)
@@ -326,6 +337,25 @@ mod tests {
         }
         assert_eq!(m.lookup(&n("x5000.grow.test")), 0);
         assert_eq!(DomainMatcher::default().lookup(&n("a.test")), 0);
+    }
+
+    #[test]
+    fn shrunk_matcher_still_matches() {
+        let mut m = DomainMatcher::with_capacity(100_000);
+        for i in 0..1_000 {
+            m.insert(&n(&format!("d{i}.shrink.test")), (i % 2) as u8, i % 5 == 0);
+        }
+        let before = m.heap_bytes();
+        m.shrink_to_fit();
+        assert!(m.heap_bytes() < before / 4, "{} -> {}", before, m.heap_bytes());
+        for i in 0..1_000 {
+            let want = if i % 5 == 0 { 0 } else { 1 << (i % 2) };
+            assert_eq!(m.lookup(&n(&format!("www.d{i}.shrink.test"))), want);
+        }
+        assert_eq!(m.lookup(&n("d1000.shrink.test")), 0);
+        assert_eq!(m.insert(&n("d1.shrink.test"), 1, false), Inserted::Duplicate);
+        assert_eq!(m.insert(&n("new.shrink.test"), 0, false), Inserted::New);
+        assert_eq!(m.lookup(&n("a.new.shrink.test")), 1);
     }
 
     #[test]
