@@ -1771,6 +1771,69 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn name_references_follow_every_operation() {
+        // Random upserts, peer replaces, sweeps, loads and expiry over a
+        // few addresses and names: after each step the arena holds exactly
+        // the distinct names the routes use.
+        let t = Arc::new(
+            RouteTable::new(Clock::starting_at(1_000_000), Duration::from_secs(1), H)
+                .with_limits(Limits { max_names_per_route: 3, ..Limits::default() }),
+        );
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let lists = [s("vpn"), s("other")];
+        let peers = [Source::Peer(s("b")), Source::Peer(s("c"))];
+        for step in 0..5_000 {
+            let addr = a(&format!("198.51.100.{}", 1 + next(6)));
+            let name = |i: u64| s(&format!("n{i}.listed.test"));
+            let now = t.clock().now();
+            match next(10) {
+                0..=4 => {
+                    let e = now + 1_000 * (1 + next(60));
+                    t.upsert(addr, &name(next(12)), &lists[next(2) as usize], e, Source::Dns);
+                }
+                5 | 6 => {
+                    let names: Vec<_> = (0..next(5))
+                        .map(|_| (name(next(12)), lists[next(2) as usize].clone(), now + 1_000 * (1 + next(60))))
+                        .collect();
+                    t.replace_source(addr, &peers[next(2) as usize], &names);
+                }
+                7 => {
+                    let keep: FxHashSet<IpAddr> = [addr].into_iter().collect();
+                    t.sweep_source(&peers[next(2) as usize], &keep);
+                }
+                8 => {
+                    let route = Route::new(
+                        addr,
+                        smallvec::smallvec![Attribution {
+                            domain: name(next(12)),
+                            list: lists[0].clone(),
+                            expires: now + 1_000 * (1 + next(60)),
+                            source: Source::Dns,
+                        }],
+                    );
+                    t.load(vec![route]);
+                }
+                _ => {
+                    tokio::time::advance(Duration::from_secs(next(5))).await;
+                    t.expire();
+                }
+            }
+            let used: FxHashSet<Arc<str>> =
+                t.snapshot().iter().flat_map(|r| r.attributions.iter().map(|a| a.domain.clone())).collect();
+            assert_eq!(t.names_len(), used.len(), "step {step}");
+        }
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        t.expire();
+        assert_eq!((t.len(), t.names_len()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn route_caps_refuse_new_addresses_and_keep_refreshing() {
         let limits = Limits { max_routes: 3, list_max_routes: vec![(s("small"), 1)], ..Limits::default() };
         let t = Arc::new(RouteTable::new(Clock::starting_at(1_000_000), Duration::from_secs(1), H).with_limits(limits));
