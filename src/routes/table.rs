@@ -10,8 +10,13 @@
 //! [`CHUNK`] routes, releasing the lock between chunks, so the hot path
 //! never waits for O(table) work.
 //!
-//! Layout: routes live in a dense slot vector (freed slots are reused, an
-//! entry never moves), with a hash index from address to slot. Walking the
+//! Layout: routes live in a dense slot vector (48-byte slots in pages of
+//! exact size; freed slots are reused, an entry never moves), with a hash
+//! index from address to slot. An attribution is 12 bytes: its domain is
+//! an id in one reference-counted name arena ([`NameArena`]: every name
+//! stored once, freed with its last attribution), its list and source are
+//! small interned numbers, and its expiry is in whole seconds (rounded
+//! up). Walking the
 //! slots by position is what makes chunked scans correct while the table
 //! changes: a route that exists during the whole walk is visited exactly
 //! once.
