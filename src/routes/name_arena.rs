@@ -2,7 +2,7 @@
 //! in one arena of 64 KiB pages instead of one heap allocation per name.
 //!
 //! A name is a 4-byte id. Its text lives in a page as a 2-byte length and
-//! the bytes, in a record rounded up to [`GRANULE`] bytes; the id's entry
+//! the bytes, in a record rounded up to `GRANULE` bytes; the id's entry
 //! holds the record's location and the number of attributions that use
 //! it. When the last one goes the name is freed: its id and its record are
 //! reused by later names (records by size class, so a freed record is
