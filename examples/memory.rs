@@ -3,7 +3,7 @@
 //! store holding them. Prints VmRSS after each step; see BENCHMARKS.md.
 //!
 //! ```text
-//! cargo run --release --example memory -- [--routes N] [--domains N] [--store DIR [--backend sled|redb] [--cache BYTES] [--batch N] [--reload]]
+//! cargo run --release --example memory -- [--routes N] [--domains N] [--names N] [--store DIR [--backend sled|redb] [--cache BYTES] [--batch N] [--reload]]
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -42,6 +42,8 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let routes: usize = arg(&args, "--routes", 1_000_000);
     let domains: usize = arg(&args, "--domains", 1_000_000);
+    // Distinct domain names among the routes (the table interns them).
+    let names: usize = arg(&args, "--names", domains);
     let cache: usize = arg(&args, "--cache", 16 << 20);
     // Routes per SledStore::write call (the store writer's batch is 50 000).
     let batch: usize = arg(&args, "--batch", 50_000);
@@ -89,7 +91,7 @@ fn main() -> anyhow::Result<()> {
         } else {
             IpAddr::V4(Ipv4Addr::from(0x0A00_0000 | i as u32))
         };
-        let d: Arc<str> = Arc::from(domain(i % domains.max(1)).as_str());
+        let d: Arc<str> = Arc::from(domain(i % names.max(1)).as_str());
         table.upsert(addr, &d, &list, table.expiry_for_ttl(300), Source::Dns);
     }
     println!(
@@ -99,6 +101,14 @@ fn main() -> anyhow::Result<()> {
         rss_mib(),
         rss_mib() - before,
         (rss_mib() - before) * 1048576.0 / routes.max(1) as f64
+    );
+    let parts = table.heap_bytes();
+    let total: usize = parts.iter().map(|(_, b)| b).sum();
+    println!(
+        "  table heap by part ({} names): {} = {:.0} bytes/route",
+        table.names_len(),
+        parts.iter().map(|(p, b)| format!("{p} {:.1} MiB", *b as f64 / 1048576.0)).collect::<Vec<_>>().join(", "),
+        total as f64 / routes.max(1) as f64
     );
 
     let backend = args.iter().position(|a| a == "--backend").and_then(|i| args.get(i + 1)).cloned();

@@ -13,9 +13,6 @@
 //! carves a subtree out of `example.com`, and `example.com` under an
 //! excluded `!com` is listed again. Lists are independent of each other.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use crate::names::NameBuf;
 
 /// A bit per list (at most 64 lists, see `config::MAX_LISTS`).
@@ -32,25 +29,10 @@ struct Entry {
     exclude: bool,
 }
 
-/// The keys are already well-mixed hashes; hashing them again is waste.
-#[derive(Default)]
-pub(crate) struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type IndexMap = HashMap<u64, u32, BuildHasherDefault<PassThrough>>;
+/// Listed text → the first entry of that text (the others follow `next`):
+/// 4 bytes a bucket plus hashbrown's control byte. The hash is not stored;
+/// growing the table recomputes it from the entry's text.
+type Index = hashbrown::HashTable<u32>;
 
 /// Hash of one more label to the left of a suffix whose hash is `h`.
 #[inline]
@@ -88,6 +70,15 @@ fn name_hash(name: &NameBuf) -> u64 {
     (0..name.label_count()).rev().fold(0u64, |h, i| extend(h, name.label(i)))
 }
 
+/// [`name_hash`] of a name's text as stored (labels joined by dots).
+fn text_hash(text: &[u8]) -> u64 {
+    text.rsplit(|b| *b == b'.').fold(0u64, extend)
+}
+
+fn text_of<'a>(arena: &'a [u8], e: &Entry) -> &'a [u8] {
+    &arena[e.text_start as usize..e.text_start as usize + e.text_len as usize]
+}
+
 /// Words of a filter with `FILTER_BITS_PER_KEY` bits for each of
 /// `domains` (a power of two, at least 64 words).
 fn filter_words(domains: usize) -> usize {
@@ -96,7 +87,7 @@ fn filter_words(domains: usize) -> usize {
 
 /// An immutable set of listed domains for up to 64 lists.
 pub struct DomainMatcher {
-    index: IndexMap,
+    index: Index,
     entries: Vec<Entry>,
     arena: Vec<u8>,
     /// One bit per hash slot, set for every key of `index`: most suffixes
@@ -135,7 +126,7 @@ pub enum Inserted {
 impl DomainMatcher {
     pub fn with_capacity(domains: usize) -> DomainMatcher {
         DomainMatcher {
-            index: IndexMap::with_capacity_and_hasher(domains, Default::default()),
+            index: Index::with_capacity(domains),
             entries: Vec::with_capacity(domains),
             arena: Vec::with_capacity(domains * 16),
             filter: vec![0; filter_words(domains)],
@@ -153,7 +144,8 @@ impl DomainMatcher {
     /// Rebuilds the filter from the keys, for at least `domains`.
     fn rebuild_filter(&mut self, domains: usize) {
         self.filter = vec![0; filter_words(domains)];
-        let keys: Vec<u64> = self.index.keys().copied().collect();
+        let keys: Vec<u64> =
+            self.index.iter().map(|&id| text_hash(text_of(&self.arena, &self.entries[id as usize]))).collect();
         for key in keys {
             let (w, b) = self.filter_slot(key);
             self.filter[w] |= b;
@@ -168,10 +160,6 @@ impl DomainMatcher {
         self.entries.is_empty()
     }
 
-    fn text(&self, e: &Entry) -> &[u8] {
-        &self.arena[e.text_start as usize..e.text_start as usize + e.text_len as usize]
-    }
-
     /// Adds `name` (the whole name and its subtree) to list `list` (< 64).
     pub fn insert(&mut self, name: &NameBuf, list: u8, exclude: bool) -> Inserted {
         debug_assert!(list < 64);
@@ -179,30 +167,36 @@ impl DomainMatcher {
             return Inserted::Duplicate;
         }
         let key = name_hash(name);
+        let text = name.as_bytes();
         // One probe of the map for both the duplicate check and the insert.
-        let slot = self.index.entry(key);
+        let (entries, arena) = (&self.entries, &self.arena);
+        let slot = self.index.entry(
+            key,
+            |&id| text_of(arena, &entries[id as usize]) == text,
+            |&id| text_hash(text_of(arena, &entries[id as usize])),
+        );
         let head = match &slot {
-            std::collections::hash_map::Entry::Occupied(o) => *o.get(),
-            std::collections::hash_map::Entry::Vacant(_) => NONE,
+            hashbrown::hash_table::Entry::Occupied(o) => *o.get(),
+            hashbrown::hash_table::Entry::Vacant(_) => NONE,
         };
         let mut at = head;
         while at != NONE {
-            let e = self.entries[at as usize];
-            if e.list == list && self.arena[e.text_start as usize..][..e.text_len as usize] == *name.as_bytes() {
+            let e = entries[at as usize];
+            if e.list == list {
                 return if e.exclude == exclude { Inserted::Duplicate } else { Inserted::Conflict };
             }
             at = e.next;
         }
-        let text_start = self.arena.len() as u32;
-        self.arena.extend_from_slice(name.as_bytes());
-        self.entries.push(Entry { next: head, text_start, text_len: name.as_bytes().len() as u16, list, exclude });
-        let new = (self.entries.len() - 1) as u32;
+        let new = entries.len() as u32;
         match slot {
-            std::collections::hash_map::Entry::Occupied(mut o) => *o.get_mut() = new,
-            std::collections::hash_map::Entry::Vacant(v) => {
+            hashbrown::hash_table::Entry::Occupied(mut o) => *o.get_mut() = new,
+            hashbrown::hash_table::Entry::Vacant(v) => {
                 v.insert(new);
             }
         }
+        let text_start = self.arena.len() as u32;
+        self.arena.extend_from_slice(text);
+        self.entries.push(Entry { next: head, text_start, text_len: text.len() as u16, list, exclude });
         if self.index.len() * FILTER_BITS_PER_KEY > self.filter.len() * 64 {
             self.rebuild_filter(self.index.len() * 2);
         } else {
@@ -232,21 +226,21 @@ impl DomainMatcher {
             if self.filter[w] & b == 0 {
                 continue;
             }
-            let Some(&head) = self.index.get(&h) else {
+            let suffix = name.suffix(i);
+            let Some(&head) = self.index.find(h, |&id| text_of(&self.arena, &self.entries[id as usize]) == suffix)
+            else {
                 continue;
             };
-            let suffix = name.suffix(i);
+            // Every entry of the chain has this text, one per list.
             let mut decided: ListMask = 0;
             let mut listed: ListMask = 0;
             let mut at = head;
             while at != NONE {
                 let e = self.entries[at as usize];
-                if self.text(&e) == suffix {
-                    let bit = 1u64 << e.list;
-                    decided |= bit;
-                    if !e.exclude {
-                        listed |= bit;
-                    }
+                let bit = 1u64 << e.list;
+                decided |= bit;
+                if !e.exclude {
+                    listed |= bit;
                 }
                 at = e.next;
             }
@@ -255,9 +249,20 @@ impl DomainMatcher {
         included
     }
 
+    /// Gives back the room reserved beyond what the entries use.
+    pub fn shrink_to_fit(&mut self) {
+        self.entries.shrink_to_fit();
+        self.arena.shrink_to_fit();
+        let (entries, arena) = (&self.entries, &self.arena);
+        self.index.shrink_to_fit(|&id| text_hash(text_of(arena, &entries[id as usize])));
+        if self.filter.len() > filter_words(self.index.len()) {
+            self.rebuild_filter(self.index.len());
+        }
+    }
+
     /// Approximate heap bytes held.
     pub fn heap_bytes(&self) -> usize {
-        self.index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
+        self.index.capacity() * (std::mem::size_of::<u32>() + 1)
             + self.entries.capacity() * std::mem::size_of::<Entry>()
             + self.arena.capacity()
             + self.filter.capacity() * 8
@@ -332,6 +337,25 @@ mod tests {
         }
         assert_eq!(m.lookup(&n("x5000.grow.test")), 0);
         assert_eq!(DomainMatcher::default().lookup(&n("a.test")), 0);
+    }
+
+    #[test]
+    fn shrunk_matcher_still_matches() {
+        let mut m = DomainMatcher::with_capacity(100_000);
+        for i in 0..1_000 {
+            m.insert(&n(&format!("d{i}.shrink.test")), (i % 2) as u8, i % 5 == 0);
+        }
+        let before = m.heap_bytes();
+        m.shrink_to_fit();
+        assert!(m.heap_bytes() < before / 4, "{} -> {}", before, m.heap_bytes());
+        for i in 0..1_000 {
+            let want = if i % 5 == 0 { 0 } else { 1 << (i % 2) };
+            assert_eq!(m.lookup(&n(&format!("www.d{i}.shrink.test"))), want);
+        }
+        assert_eq!(m.lookup(&n("d1000.shrink.test")), 0);
+        assert_eq!(m.insert(&n("d1.shrink.test"), 1, false), Inserted::Duplicate);
+        assert_eq!(m.insert(&n("new.shrink.test"), 0, false), Inserted::New);
+        assert_eq!(m.lookup(&n("a.new.shrink.test")), 1);
     }
 
     #[test]

@@ -67,6 +67,10 @@ impl Lists {
             texts.push(text);
         }
         let (mut lists, mut problems) = Lists::compile(settings, &texts);
+        drop(texts);
+        // Parsing a large list frees as much as the matcher keeps; glibc
+        // would hold it in the RSS.
+        crate::routes::store::release_free_memory();
         for (i, line, message) in bad {
             lists.info[i].invalid_lines += 1;
             problems.push(Problem { file: settings[i].file.clone(), line, message });
@@ -115,6 +119,8 @@ impl Lists {
             }
             info.push(li);
         }
+        // The estimate is rough: give back what the lists did not use.
+        matcher.shrink_to_fit();
         (Lists { matcher, info }, problems)
     }
 

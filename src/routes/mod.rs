@@ -10,6 +10,7 @@
 
 pub mod cname;
 pub mod ingest;
+pub mod name_arena;
 pub mod redb_store;
 pub mod store;
 pub mod table;

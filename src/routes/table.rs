@@ -10,8 +10,13 @@
 //! [`CHUNK`] routes, releasing the lock between chunks, so the hot path
 //! never waits for O(table) work.
 //!
-//! Layout: routes live in a dense slot vector (freed slots are reused, an
-//! entry never moves), with a hash index from address to slot. Walking the
+//! Layout: routes live in a dense slot vector (48-byte slots in pages of
+//! exact size; freed slots are reused, an entry never moves), with a hash
+//! index from address to slot. An attribution is 12 bytes: its domain is
+//! an id in one reference-counted name arena ([`NameArena`]: every name
+//! stored once, freed with its last attribution), its list and source are
+//! small interned numbers, and its expiry is in whole seconds (rounded
+//! up). Walking the
 //! slots by position is what makes chunked scans correct while the table
 //! changes: a route that exists during the whole walk is visited exactly
 //! once.
@@ -68,6 +73,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
+use super::name_arena::NameArena;
 use super::{Attribution, Route, RouteEvent, Source, canonical};
 use crate::clock::{Clock, UnixMillis, millis};
 use crate::lists::Lists;
@@ -206,40 +212,169 @@ struct Refusals {
     logged: [AtomicU64; 5],
 }
 
-/// An attribution as the table holds it (32 bytes): the list and the
-/// source are small interned numbers, the domain is shared with every
-/// other route the same answer named.
-#[derive(Clone)]
+/// An expiry as the table holds it: whole seconds since the Unix epoch
+/// (an expiry in milliseconds is rounded up, so an attribution never ends
+/// earlier than it was given; u32 seconds last until 2106).
+type Secs = u32;
+
+fn to_secs(ms: UnixMillis) -> Secs {
+    ms.div_ceil(1000).min(u64::from(Secs::MAX)) as Secs
+}
+
+fn to_millis(s: Secs) -> UnixMillis {
+    UnixMillis::from(s) * 1000
+}
+
+/// Seconds of `now` such that an expiry `e` is live exactly when `e > now_secs(now)`.
+fn now_secs(ms: UnixMillis) -> Secs {
+    (ms / 1000).min(u64::from(Secs::MAX)) as Secs
+}
+
+/// No name: the marker of an empty inline attribution.
+const NO_NAME: u32 = u32::MAX;
+
+/// An attribution as the table holds it (12 bytes): the domain is an id in
+/// the table's [`NameArena`] (one reference each), the list and the source
+/// are small interned numbers, the expiry is in seconds.
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Held {
-    domain: Arc<str>,
-    expires: UnixMillis,
+    name: u32,
+    expires: Secs,
     /// The interned source number (`State::sources`; 0 is `Source::Dns`).
-    source: u32,
-    /// The interned list number (a bit of `Entry::lists`).
+    source: u16,
+    /// The interned list number.
     list: u8,
 }
 
-/// One slot (80 bytes; a route with one name lives in it without a heap
-/// allocation of its own).
+const EMPTY: Held = Held { name: NO_NAME, expires: 0, source: 0, list: 0 };
+
+/// Attributions of a route while it is being changed.
+type HeldVec = SmallVec<[Held; 4]>;
+
+/// One slot (48 bytes; a route with one name lives in it without a heap
+/// allocation of its own). A route with several names keeps them all in
+/// `more` (and `one` is unused).
 struct Entry {
-    /// Empty: a free slot.
-    held: SmallVec<[Held; 1]>,
+    /// The only attribution of a one-name route; `EMPTY` otherwise.
+    one: Held,
+    /// Two or more attributions. A box of a vector, not a boxed slice or a
+    /// vector: the thin pointer keeps the slot at 48 bytes, and only routes
+    /// with several names pay the second allocation.
+    #[allow(clippy::box_collection)]
+    more: Option<Box<Vec<Held>>>,
     /// The time of this route's live heap entry.
-    scheduled: UnixMillis,
-    /// A bit per interned list the route has an attribution in.
-    lists: u64,
+    scheduled: Secs,
     /// Names seen for this route (kept or not).
     names_total: u32,
     addr: IpAddr,
 }
 
 impl Entry {
+    fn held(&self) -> &[Held] {
+        match &self.more {
+            Some(v) => v,
+            None if self.one.name == NO_NAME => &[],
+            None => std::slice::from_ref(&self.one),
+        }
+    }
+
+    fn held_mut(&mut self) -> &mut [Held] {
+        match &mut self.more {
+            Some(v) => v,
+            None if self.one.name == NO_NAME => &mut [],
+            None => std::slice::from_mut(&mut self.one),
+        }
+    }
+
+    fn set_held(&mut self, held: &[Held]) {
+        match held {
+            [] => (self.one, self.more) = (EMPTY, None),
+            [h] => (self.one, self.more) = (*h, None),
+            _ => match &mut self.more {
+                Some(v) => {
+                    v.clear();
+                    v.extend_from_slice(held);
+                    v.shrink_to_fit();
+                }
+                None => (self.one, self.more) = (EMPTY, Some(Box::new(held.to_vec()))),
+            },
+        }
+    }
+
+    fn push_held(&mut self, h: Held) {
+        let mut v: HeldVec = self.held().iter().copied().collect();
+        v.push(h);
+        self.set_held(&v);
+    }
+
+    /// Keeps the attributions `keep` accepts, releasing the others' names.
+    fn retain_held(&mut self, names: &mut NameArena, mut keep: impl FnMut(&Held) -> bool) {
+        let mut v: HeldVec = SmallVec::new();
+        for h in self.held() {
+            if keep(h) {
+                v.push(*h);
+            } else {
+                names.release(h.name);
+            }
+        }
+        if v.len() != self.held().len() {
+            self.set_held(&v);
+        }
+    }
+
     fn is_free(&self) -> bool {
-        self.held.is_empty()
+        self.held().is_empty()
     }
 
     fn mask(&self) -> u64 {
-        self.held.iter().fold(0, |m, h| m | 1 << h.list)
+        self.held().iter().fold(0, |m, h| m | 1 << h.list)
+    }
+
+    fn earliest(&self) -> Option<Secs> {
+        self.held().iter().map(|h| h.expires).min()
+    }
+}
+
+/// Slots per page of [`Slots`].
+const SLOT_PAGE: usize = 4096;
+
+/// The dense slot vector, in pages of [`SLOT_PAGE`] entries allocated at
+/// their exact size (a growing vector would hold up to twice the slots it
+/// uses, and copy them all on every growth).
+#[derive(Default)]
+struct Slots {
+    pages: Vec<Vec<Entry>>,
+    len: usize,
+}
+
+impl Slots {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, e: Entry) {
+        if self.len.is_multiple_of(SLOT_PAGE) {
+            self.pages.push(Vec::with_capacity(SLOT_PAGE));
+        }
+        self.pages[self.len / SLOT_PAGE].push(e);
+        self.len += 1;
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut Entry> {
+        if i < self.len { Some(&mut self.pages[i / SLOT_PAGE][i % SLOT_PAGE]) } else { None }
+    }
+}
+
+impl std::ops::Index<usize> for Slots {
+    type Output = Entry;
+    fn index(&self, i: usize) -> &Entry {
+        &self.pages[i / SLOT_PAGE][i % SLOT_PAGE]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Slots {
+    fn index_mut(&mut self, i: usize) -> &mut Entry {
+        &mut self.pages[i / SLOT_PAGE][i % SLOT_PAGE]
     }
 }
 
@@ -253,17 +388,17 @@ fn hash_addr(addr: &IpAddr) -> u64 {
 struct Index(hashbrown::HashTable<u32>);
 
 impl Index {
-    fn get(&self, slots: &[Entry], addr: &IpAddr) -> Option<usize> {
+    fn get(&self, slots: &Slots, addr: &IpAddr) -> Option<usize> {
         self.0.find(hash_addr(addr), |&s| slots[s as usize].addr == *addr).map(|&s| s as usize)
     }
 
     /// Indexes `slot` under the address it holds (which must not be indexed yet).
-    fn insert(&mut self, slots: &[Entry], slot: u32) {
+    fn insert(&mut self, slots: &Slots, slot: u32) {
         let addr = slots[slot as usize].addr;
         self.0.insert_unique(hash_addr(&addr), slot, |&s| hash_addr(&slots[s as usize].addr));
     }
 
-    fn remove(&mut self, slots: &[Entry], addr: &IpAddr) -> Option<usize> {
+    fn remove(&mut self, slots: &Slots, addr: &IpAddr) -> Option<usize> {
         match self.0.find_entry(hash_addr(addr), |&s| slots[s as usize].addr == *addr) {
             Ok(e) => Some(e.remove().0 as usize),
             Err(_) => None,
@@ -289,10 +424,12 @@ struct Subscriber {
 
 struct State {
     index: Index,
-    slots: Vec<Entry>,
+    slots: Slots,
     free: Vec<u32>,
-    /// (due time, slot): 16 bytes a route.
-    heap: BinaryHeap<Reverse<(UnixMillis, u32)>>,
+    /// The domain names of every attribution.
+    names: NameArena,
+    /// (due time, slot): 8 bytes a route.
+    heap: BinaryHeap<Reverse<(Secs, u32)>>,
     subscribers: Vec<Subscriber>,
     next_subscriber: u64,
     /// Interned list names: bit number → name, route count, cap.
@@ -303,15 +440,16 @@ struct State {
     /// Interned sources: number → source (0 is `Source::Dns`). Peers are
     /// few and their numbers are never reused.
     sources: Vec<Source>,
-    source_ids: FxHashMap<Source, u32>,
+    source_ids: FxHashMap<Source, u16>,
 }
 
 impl State {
     fn new() -> State {
         State {
             index: Index::default(),
-            slots: Vec::new(),
+            slots: Slots::default(),
             free: Vec::new(),
+            names: NameArena::default(),
             heap: BinaryHeap::new(),
             subscribers: Vec::new(),
             next_subscriber: 0,
@@ -324,28 +462,30 @@ impl State {
         }
     }
 
-    fn find_source(&self, source: &Source) -> Option<u32> {
+    fn find_source(&self, source: &Source) -> Option<u16> {
         match source {
             Source::Dns => Some(0),
             Source::Peer(_) => self.source_ids.get(source).copied(),
         }
     }
 
-    fn source_id(&mut self, source: &Source) -> u32 {
+    /// The number of a source, interning it; `None` once 65 535 sources
+    /// have been seen (sync origins are instance ids: a handful).
+    fn source_id(&mut self, source: &Source) -> Option<u16> {
         if let Some(id) = self.find_source(source) {
-            return id;
+            return Some(id);
         }
-        let id = self.sources.len() as u32;
+        let id = u16::try_from(self.sources.len()).ok().filter(|i| *i < u16::MAX)?;
         self.sources.push(source.clone());
         self.source_ids.insert(source.clone(), id);
-        id
+        Some(id)
     }
 
     fn attribution(&self, h: &Held) -> Attribution {
         Attribution {
-            domain: h.domain.clone(),
+            domain: Arc::from(self.names.text(h.name)),
             list: self.list_names[h.list as usize].clone(),
-            expires: h.expires,
+            expires: to_millis(h.expires),
             source: self.sources[h.source as usize].clone(),
         }
     }
@@ -355,7 +495,7 @@ impl State {
         let e = &self.slots[slot];
         Route {
             addr: e.addr,
-            attributions: e.held.iter().map(|h| self.attribution(h)).collect(),
+            attributions: e.held().iter().map(|h| self.attribution(h)).collect(),
             names_total: e.names_total,
         }
     }
@@ -372,7 +512,8 @@ impl State {
         }
     }
 
-    fn mark_refresh(&mut self, addr: IpAddr, old: UnixMillis, new: UnixMillis) {
+    fn mark_refresh(&mut self, addr: IpAddr, old: Secs, new: Secs) {
+        let (old, new) = (to_millis(old), to_millis(new));
         for s in &mut self.subscribers {
             if let Some(g) = s.refresh_granularity
                 && old / g != new / g
@@ -383,7 +524,7 @@ impl State {
         }
     }
 
-    fn schedule(&mut self, slot: usize, at: UnixMillis) {
+    fn schedule(&mut self, slot: usize, at: Secs) {
         self.heap.push(Reverse((at, slot as u32)));
     }
 
@@ -434,10 +575,11 @@ impl State {
         self.list_counts[id as usize] < self.list_caps[id as usize]
     }
 
-    fn insert(&mut self, addr: IpAddr, held: SmallVec<[Held; 1]>, scheduled: UnixMillis, names_total: u32) {
-        let mut e = Entry { addr, held, scheduled, lists: 0, names_total };
-        e.lists = e.mask();
-        let mask = e.lists;
+    /// A new route; `held` brings its own name references.
+    fn insert(&mut self, addr: IpAddr, held: &[Held], scheduled: Secs, names_total: u32) {
+        let mut e = Entry { one: EMPTY, more: None, addr, scheduled, names_total };
+        e.set_held(held);
+        let mask = e.mask();
         let slot = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize] = e;
@@ -456,21 +598,20 @@ impl State {
     fn remove(&mut self, addr: IpAddr) {
         if let Some(slot) = self.index.remove(&self.slots, &addr) {
             let e = &mut self.slots[slot];
-            let mask = e.lists;
-            e.held = SmallVec::new();
-            e.lists = 0;
+            let mask = e.mask();
+            e.retain_held(&mut self.names, |_| false);
             self.free.push(slot as u32);
             self.count_lists(mask, 0);
         }
     }
 
-    /// After a change of `slot`'s attributions: its mask, the per-list
-    /// counts, and its removal when nothing is left.
-    fn settle(&mut self, slot: usize) -> bool {
-        let e = &mut self.slots[slot];
-        let (old, new) = (e.lists, e.mask());
-        e.lists = new;
-        let (addr, gone) = (e.addr, e.held.is_empty());
+    /// After a change of `slot`'s attributions (its membership mask was
+    /// `old` before): the per-list counts, and its removal when nothing is
+    /// left.
+    fn settle(&mut self, slot: usize, old: u64) -> bool {
+        let e = &self.slots[slot];
+        let new = e.mask();
+        let (addr, gone) = (e.addr, e.is_free());
         self.count_lists(old, new);
         if gone {
             self.index.remove(&self.slots, &addr);
@@ -594,14 +735,17 @@ impl RouteTable {
         if let Some(r) = self.refusal_of(addr) {
             return self.refuse(r, addr);
         }
+        let expires = to_secs(expires);
         let max_names = self.limits.max_names_per_route;
         let mut st = self.lock();
         let st = &mut *st;
         let Some(list_id) = st.list_id(list, &self.limits.list_max_routes) else {
             return self.refuse(Refusal::ListMaxRoutes, addr);
         };
-        let source = st.source_id(&source);
-        let held = Held { domain: domain.clone(), expires, source, list: list_id };
+        let Some(source) = st.source_id(&source) else {
+            self.refusals.names_dropped.fetch_add(1, Ordering::Relaxed);
+            return Update::Unchanged;
+        };
         let Some(slot) = st.slot_of(&addr) else {
             if st.len() >= self.limits.max_routes {
                 return self.refuse(Refusal::MaxRoutes, addr);
@@ -609,13 +753,21 @@ impl RouteTable {
             if !st.list_has_room(list_id) {
                 return self.refuse(Refusal::ListMaxRoutes, addr);
             }
-            st.insert(addr, SmallVec::from_elem(held, 1), expires, 1);
+            let Some(name) = st.names.intern(domain) else {
+                self.refusals.names_dropped.fetch_add(1, Ordering::Relaxed);
+                return Update::Unchanged;
+            };
+            st.insert(addr, &[Held { name, expires, source, list: list_id }], expires, 1);
             st.mark(addr);
             return Update::Added;
         };
+        let hash = st.names.hash(domain);
+        let known = st.names.find_hashed(domain, hash);
         let entry = &mut st.slots[slot];
-        let same = |h: &Held| h.list == list_id && h.source == source && h.domain == *domain;
-        if let Some(h) = entry.held.iter_mut().find(|h| same(h)) {
+        if let Some(name) = known
+            && let Some(h) =
+                entry.held_mut().iter_mut().find(|h| h.name == name && h.list == list_id && h.source == source)
+        {
             if expires <= h.expires {
                 return Update::Unchanged;
             }
@@ -628,36 +780,49 @@ impl RouteTable {
             return Update::Refreshed;
         }
         entry.names_total = entry.names_total.saturating_add(1);
-        let new_list = entry.lists & (1 << list_id) == 0;
-        if new_list && !st.list_has_room(list_id) {
+        let old_mask = entry.mask();
+        if old_mask & (1 << list_id) == 0 && !st.list_has_room(list_id) {
             return self.refuse(Refusal::ListMaxRoutes, addr);
         }
-        let entry = &mut st.slots[slot];
-        if entry.held.len() >= max_names {
+        let entry = &st.slots[slot];
+        let victim = if entry.held().len() >= max_names {
             // Full: the new name takes the place of the one expiring first
             // if it outlives it; the route's lifetime stays the same as
             // if every name were kept.
             let (first, at) = entry
-                .held
+                .held()
                 .iter()
                 .enumerate()
                 .map(|(i, h)| (i, h.expires))
                 .min_by_key(|(_, e)| *e)
-                .unwrap_or((0, UnixMillis::MAX));
+                .unwrap_or((0, Secs::MAX));
+            self.refusals.names_dropped.fetch_add(1, Ordering::Relaxed);
             if expires <= at {
-                self.refusals.names_dropped.fetch_add(1, Ordering::Relaxed);
                 return Update::Unchanged;
             }
-            self.refusals.names_dropped.fetch_add(1, Ordering::Relaxed);
-            entry.held[first] = held;
+            Some(first)
         } else {
-            entry.held.push(held);
+            None
+        };
+        let Some(name) = st.names.intern_hashed(domain, hash) else {
+            self.refusals.names_dropped.fetch_add(1, Ordering::Relaxed);
+            return Update::Unchanged;
+        };
+        let held = Held { name, expires, source, list: list_id };
+        let entry = &mut st.slots[slot];
+        match victim {
+            Some(i) => {
+                let old = std::mem::replace(&mut entry.held_mut()[i], held);
+                st.names.release(old.name);
+            }
+            None => entry.push_held(held),
         }
+        let entry = &mut st.slots[slot];
         let reschedule = expires < entry.scheduled;
         if reschedule {
             entry.scheduled = expires;
         }
-        st.settle(slot);
+        st.settle(slot, old_mask);
         if reschedule {
             st.schedule(slot, expires);
         }
@@ -699,43 +864,64 @@ impl RouteTable {
         wanted.truncate(max_names);
         let mut guard = self.lock();
         let st = &mut *guard;
-        let src = st.source_id(source);
+        let Some(src) = st.source_id(source) else {
+            self.refusals.names_dropped.fetch_add(1, Ordering::Relaxed);
+            return Replaced::Unchanged;
+        };
         let slot = st.slot_of(&addr);
-        let before: SmallVec<[Held; 1]> = slot.map(|s| st.slots[s].held.clone()).unwrap_or_default();
-        let old_mask = slot.map_or(0, |s| st.slots[s].lists);
-        let mut after: SmallVec<[Held; 1]> = before.iter().filter(|h| h.source != src).cloned().collect();
-        let mut refreshed: SmallVec<[(UnixMillis, UnixMillis); 1]> = SmallVec::new();
+        let before: HeldVec = slot.map(|s| st.slots[s].held().iter().copied().collect()).unwrap_or_default();
+        let old_mask = slot.map_or(0, |s| st.slots[s].mask());
+        // The new attributions, each with whether it holds a name reference
+        // of its own already (a new name) or shares one of `before`'s.
+        let mut after: SmallVec<[(Held, bool); 4]> =
+            before.iter().filter(|h| h.source != src).map(|h| (*h, false)).collect();
+        let mut refreshed: SmallVec<[(Secs, Secs); 1]> = SmallVec::new();
         let mut membership_changed = false;
         let mut new_names = 0u32;
         let mut full_list = None;
         for (domain, list, expires) in wanted {
+            let expires = to_secs(expires);
             let lid = st.list_ids.get(list).copied();
-            let old = lid.and_then(|id| before.iter().find(|h| h.source == src && h.list == id && h.domain == *domain));
+            let name = st.names.find(domain);
+            let old = lid.zip(name).and_then(|(id, name)| {
+                before.iter().find(|h| h.source == src && h.list == id && h.name == name).copied()
+            });
             match old {
-                Some(o) if o.expires >= expires => after.push(o.clone()),
+                Some(o) if o.expires >= expires => after.push((o, false)),
                 Some(o) => {
                     refreshed.push((o.expires, expires));
-                    let mut h = o.clone();
-                    h.expires = expires;
-                    after.push(h);
+                    after.push((Held { expires, ..o }, false));
                 }
                 None => {
                     let Some(id) = st.list_id(list, &self.limits.list_max_routes) else {
                         full_list = Some(list.clone());
                         break;
                     };
-                    let in_route = old_mask & (1 << id) != 0 || after.iter().any(|h| h.list == id);
+                    let in_route = old_mask & (1 << id) != 0 || after.iter().any(|(h, _)| h.list == id);
                     if !in_route && !st.list_has_room(id) {
                         full_list = Some(list.clone());
                         break;
                     }
+                    let Some(name) = st.names.intern(domain) else {
+                        self.refusals.names_dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
                     membership_changed = true;
                     new_names += 1;
-                    after.push(Held { domain: domain.clone(), expires, source: src, list: id });
+                    after.push((Held { name, expires, source: src, list: id }, true));
                 }
             }
         }
+        // Gives back the references of new names not kept.
+        let release_new = |st: &mut State, held: &[(Held, bool)]| {
+            for (h, new) in held {
+                if *new {
+                    st.names.release(h.name);
+                }
+            }
+        };
         if let Some(full) = full_list {
+            release_new(st, &after);
             drop(guard);
             self.refuse(Refusal::ListMaxRoutes, addr);
             let rest: Vec<_> = names.iter().filter(|(_, l, _)| *l != full).cloned().collect();
@@ -743,15 +929,17 @@ impl RouteTable {
         }
         if after.len() > max_names {
             // Other sources hold most of the room: keep the longest-living overall.
-            after.sort_by_key(|h| Reverse(h.expires));
+            after.sort_by_key(|(h, _)| Reverse(h.expires));
+            release_new(st, &after[max_names..]);
             after.truncate(max_names);
             self.refusals.names_dropped.fetch_add(1, Ordering::Relaxed);
         }
-        let kept = after.iter().filter(|h| h.source == src).count();
+        let kept = after.iter().filter(|(h, _)| h.source == src).count();
         let had = before.iter().filter(|h| h.source == src).count();
         // Without a new key, the key set changed exactly when some were dropped.
         membership_changed |= kept != had || after.len() != before.len();
         if !membership_changed && refreshed.is_empty() {
+            release_new(st, &after);
             return Replaced::Unchanged;
         }
         let result = match (before.is_empty(), after.is_empty()) {
@@ -761,25 +949,36 @@ impl RouteTable {
             (false, false) => Replaced::Changed,
         };
         if result == Replaced::Added && st.len() >= self.limits.max_routes {
+            release_new(st, &after);
             drop(guard);
             self.refuse(Refusal::MaxRoutes, addr);
             return Replaced::Unchanged;
         }
-        let earliest = after.iter().map(|h| h.expires).min().unwrap_or(now);
+        // Every kept attribution owns a reference; then `before`'s go.
+        for (h, new) in &after {
+            if !*new {
+                st.names.retain(h.name);
+            }
+        }
+        for h in &before {
+            st.names.release(h.name);
+        }
+        let held: HeldVec = after.iter().map(|(h, _)| *h).collect();
+        let earliest = held.iter().map(|h| h.expires).min().unwrap_or(now_secs(now));
         let reschedule = match slot {
             Some(s) => {
                 let e = &mut st.slots[s];
-                e.held = after;
+                e.set_held(&held);
                 e.names_total = e.names_total.saturating_add(new_names);
                 let r = earliest < e.scheduled;
                 if r {
                     e.scheduled = earliest;
                 }
-                st.settle(s);
+                st.settle(s, old_mask);
                 r && result != Replaced::Removed
             }
             None => {
-                st.insert(addr, after, earliest, new_names.max(1));
+                st.insert(addr, &held, earliest, new_names.max(1));
                 false
             }
         };
@@ -825,13 +1024,15 @@ impl RouteTable {
         // Source numbers are never reused: one look-up serves the walk.
         let Some(src) = self.lock().find_source(source) else { return removed };
         self.walk(|st, i| {
-            let e = &mut st.slots[i];
-            if keep.contains(&e.addr) || !e.held.iter().any(|h| h.source == src) {
+            let State { slots, names, .. } = &mut *st;
+            let e = &mut slots[i];
+            if keep.contains(&e.addr) || !e.held().iter().any(|h| h.source == src) {
                 return;
             }
-            e.held.retain(|h| h.source != src);
+            let old = e.mask();
+            e.retain_held(names, |h| h.source != src);
             let addr = e.addr;
-            if st.settle(i) {
+            if st.settle(i, old) {
                 removed.push(addr);
             }
             st.mark(addr);
@@ -853,10 +1054,8 @@ impl RouteTable {
     /// boot must not empty the store).
     pub fn load_at(&self, routes: impl IntoIterator<Item = Route>, store_time: Option<UnixMillis>) -> Vec<IpAddr> {
         let now = self.clock.now();
-        let limit = now + self.max_ttl;
+        let limit = to_secs(now + self.max_ttl);
         let mut dropped = Vec::new();
-        // Records of one answer name the same domain: share one copy.
-        let mut domains: FxHashSet<Arc<str>> = FxHashSet::default();
         let mut routes = routes.into_iter().peekable();
         while routes.peek().is_some() {
             let mut st = self.lock();
@@ -880,27 +1079,22 @@ impl RouteTable {
                     dropped.push(route.addr);
                     continue;
                 }
-                let mut held: SmallVec<[Held; 1]> = SmallVec::new();
+                let mut held: HeldVec = SmallVec::new();
                 route.attributions.sort_by_key(|a| Reverse(a.expires));
                 for a in route.attributions.into_iter().take(self.limits.max_names_per_route) {
                     let Some(id) = st.list_id(&a.list, &self.limits.list_max_routes) else { continue };
-                    let source = st.source_id(&a.source);
-                    let domain = match domains.get(&a.domain) {
-                        Some(d) => d.clone(),
-                        None => {
-                            domains.insert(a.domain.clone());
-                            a.domain
-                        }
-                    };
-                    held.push(Held { domain, expires: a.expires.min(limit), source, list: id });
+                    let Some(source) = st.source_id(&a.source) else { continue };
+                    // Records of one answer name the same domain: one copy.
+                    let Some(name) = st.names.intern(&a.domain) else { continue };
+                    held.push(Held { name, expires: to_secs(a.expires).min(limit), source, list: id });
                 }
                 if held.is_empty() {
                     dropped.push(route.addr);
                     continue;
                 }
-                let scheduled = held.iter().map(|h| h.expires).min().unwrap_or(now);
+                let scheduled = held.iter().map(|h| h.expires).min().unwrap_or(limit);
                 st.remove(addr);
-                st.insert(addr, held, scheduled, route.names_total.max(1));
+                st.insert(addr, &held, scheduled, route.names_total.max(1));
             }
         }
         dropped
@@ -909,7 +1103,7 @@ impl RouteTable {
     /// Removes attributions that have expired, and routes left without any.
     /// Returns the removed routes' addresses.
     pub fn expire(&self) -> Vec<IpAddr> {
-        let now = self.clock.now();
+        let now = now_secs(self.clock.now());
         let mut removed = Vec::new();
         loop {
             let mut st = self.lock();
@@ -929,19 +1123,20 @@ impl RouteTable {
                     continue;
                 }
                 let addr = entry.addr;
-                if entry.held.iter().all(|h| h.expires > now) {
+                if entry.held().iter().all(|h| h.expires > now) {
                     // Refreshed since it was scheduled.
-                    entry.scheduled = entry.held.iter().map(|h| h.expires).min().unwrap_or(now);
+                    entry.scheduled = entry.earliest().unwrap_or(now);
                     let next = entry.scheduled;
                     st.schedule(slot, next);
                     continue;
                 }
-                entry.held.retain(|h| h.expires > now);
-                let next = entry.held.iter().map(|h| h.expires).min();
+                let old = entry.mask();
+                entry.retain_held(&mut st.names, |h| h.expires > now);
+                let next = entry.earliest();
                 if let Some(next) = next {
                     entry.scheduled = next;
                 }
-                if st.settle(slot) {
+                if st.settle(slot, old) {
                     removed.push(addr);
                 } else if let Some(next) = next {
                     st.schedule(slot, next);
@@ -960,19 +1155,21 @@ impl RouteTable {
     pub fn revalidate(&self, lists: &Lists) -> Vec<IpAddr> {
         let mut removed = Vec::new();
         self.walk(|st, i| {
-            let State { slots, list_names, .. } = &mut *st;
-            let keep = |h: &Held| {
+            let State { slots, list_names, names, .. } = &mut *st;
+            let keep = |names: &NameArena, h: &Held| {
                 let list = &list_names[h.list as usize];
-                lists.index_of(list).is_some_and(|i| lists.lookup_text(&h.domain) & (1 << i) != 0)
+                lists.index_of(list).is_some_and(|i| lists.lookup_text(names.text(h.name)) & (1 << i) != 0)
             };
             let e = &mut slots[i];
-            if e.held.iter().all(keep) {
+            if e.held().iter().all(|h| keep(names, h)) {
                 return;
             }
-            e.held.retain(|h| keep(h));
+            let old = e.mask();
+            let drop: HeldVec = e.held().iter().filter(|h| !keep(names, h)).copied().collect();
+            e.retain_held(names, |h| !drop.contains(h));
             let addr = e.addr;
             // A shrunk route keeps its heap entry; expiry re-checks it.
-            if st.settle(i) {
+            if st.settle(i, old) {
                 removed.push(addr);
             }
             st.mark(addr);
@@ -982,6 +1179,31 @@ impl RouteTable {
 
     pub fn len(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Distinct domain names the attributions use (each stored once).
+    pub fn names_len(&self) -> usize {
+        self.lock().names.len()
+    }
+
+    /// Heap bytes of the table's parts, as (part, bytes): the slots (and
+    /// the attribution lists of routes with several names), the address
+    /// index, the expiry heap, the names. Walks the slots in chunks.
+    pub fn heap_bytes(&self) -> Vec<(&'static str, usize)> {
+        let mut more = 0;
+        self.walk(|st, i| {
+            if let Some(v) = &st.slots[i].more {
+                more += 24 + v.capacity() * std::mem::size_of::<Held>();
+            }
+        });
+        let st = self.lock();
+        vec![
+            ("slots", st.slots.pages.len() * SLOT_PAGE * std::mem::size_of::<Entry>() + st.free.capacity() * 4),
+            ("extra attributions", more),
+            ("address index", st.index.0.capacity() * 5),
+            ("expiry heap", st.heap.capacity() * std::mem::size_of::<Reverse<(Secs, u32)>>()),
+            ("names", st.names.heap_bytes()),
+        ]
     }
 
     pub fn is_empty(&self) -> bool {
@@ -1227,9 +1449,9 @@ mod tests {
     #[test]
     fn layout_stays_compact() {
         // BENCHMARKS.md counts on these sizes (issue 8: memory at 1 M routes).
-        assert!(std::mem::size_of::<Held>() <= 32, "{}", std::mem::size_of::<Held>());
-        assert!(std::mem::size_of::<Entry>() <= 80, "{}", std::mem::size_of::<Entry>());
-        assert_eq!(std::mem::size_of::<Reverse<(UnixMillis, u32)>>(), 16);
+        assert_eq!(std::mem::size_of::<Held>(), 12);
+        assert_eq!(std::mem::size_of::<Entry>(), 48);
+        assert_eq!(std::mem::size_of::<Reverse<(Secs, u32)>>(), 8);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1466,8 +1688,9 @@ mod tests {
         let mut all = Vec::new();
         for i in 0..10_000u64 {
             // Expiries go up and down: the route must live as long as the
-            // longest of them, exactly as if every name were kept.
-            let e = 1_000_000 + 10_000 + (i * 7919) % 50_000;
+            // longest of them, exactly as if every name were kept (in
+            // whole seconds: the table's resolution).
+            let e = 1_000_000 + (10 + (i * 7919) % 50_000) * 1000;
             all.push(e);
             t.upsert(addr, &s(&format!("r{i}.wild.test")), &l, e, Source::Dns);
         }
@@ -1489,6 +1712,129 @@ mod tests {
         assert_eq!(t.len(), 1);
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(t.expire(), vec![addr]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn names_are_shared_and_freed_with_their_last_attribution() {
+        let t = table(Duration::from_secs(1), H);
+        let (l, m) = (s("vpn"), s("other"));
+        let peer = Source::Peer(s("b"));
+        let now = t.clock().now();
+        // One name on three addresses, in two lists, from two sources.
+        for i in 1..=3 {
+            t.upsert(a(&format!("198.51.100.{i}")), &s("cdn.listed.test"), &l, now + 10_000, Source::Dns);
+        }
+        t.upsert(a("198.51.100.1"), &s("cdn.listed.test"), &m, now + 20_000, Source::Dns);
+        t.replace_source(a("198.51.100.1"), &peer, &[(s("cdn.listed.test"), s("vpn"), now + 30_000)]);
+        assert_eq!(t.names_len(), 1);
+        t.upsert(a("198.51.100.2"), &s("www.listed.test"), &l, now + 40_000, Source::Dns);
+        assert_eq!(t.names_len(), 2);
+        let r = t.get(a("198.51.100.1")).unwrap();
+        assert_eq!(r.attributions.len(), 3);
+        assert!(r.attributions.iter().all(|x| &*x.domain == "cdn.listed.test"));
+        // The peer's names go with a replace and a sweep.
+        t.replace_source(a("198.51.100.3"), &peer, &[(s("peer.listed.test"), s("vpn"), now + 30_000)]);
+        assert_eq!(t.names_len(), 3);
+        t.replace_source(a("198.51.100.3"), &peer, &[]);
+        assert_eq!(t.names_len(), 2);
+        t.replace_source(a("198.51.100.3"), &peer, &[(s("peer.listed.test"), s("vpn"), now + 30_000)]);
+        t.sweep_source(&peer, &FxHashSet::default());
+        assert_eq!(t.names_len(), 2);
+        // A flood over a full route keeps the names at the cap.
+        let t2 = Arc::new(
+            RouteTable::new(Clock::starting_at(1_000_000), Duration::from_secs(1), H)
+                .with_limits(Limits { max_names_per_route: 4, ..Limits::default() }),
+        );
+        for i in 0..5_000u64 {
+            t2.upsert(a("198.51.100.9"), &s(&format!("r{i}.wild.test")), &l, 1_000_000 + (i + 1) * 1000, Source::Dns);
+        }
+        assert_eq!(t2.names_len(), 4);
+        // Expiry frees what it removes.
+        tokio::time::advance(Duration::from_secs(15)).await;
+        t.expire();
+        assert_eq!(t.names_len(), 2, "cdn (peer, 30 s gone by the sweep; other list 20 s) and www");
+        tokio::time::advance(Duration::from_secs(30)).await;
+        t.expire();
+        assert_eq!((t.len(), t.names_len()), (0, 0));
+        // Routes loaded from the store share names too.
+        let route = |ip: &str| {
+            Route::new(
+                a(ip),
+                smallvec::smallvec![Attribution {
+                    domain: s("loaded.listed.test"),
+                    list: s("vpn"),
+                    expires: t.clock().now() + 60_000,
+                    source: Source::Dns
+                }],
+            )
+        };
+        t.load(vec![route("198.51.100.1"), route("198.51.100.2")]);
+        assert_eq!((t.len(), t.names_len()), (2, 1));
+        t.load(vec![route("198.51.100.1")]);
+        assert_eq!((t.len(), t.names_len()), (2, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn name_references_follow_every_operation() {
+        // Random upserts, peer replaces, sweeps, loads and expiry over a
+        // few addresses and names: after each step the arena holds exactly
+        // the distinct names the routes use.
+        let t = Arc::new(
+            RouteTable::new(Clock::starting_at(1_000_000), Duration::from_secs(1), H)
+                .with_limits(Limits { max_names_per_route: 3, ..Limits::default() }),
+        );
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let lists = [s("vpn"), s("other")];
+        let peers = [Source::Peer(s("b")), Source::Peer(s("c"))];
+        for step in 0..5_000 {
+            let addr = a(&format!("198.51.100.{}", 1 + next(6)));
+            let name = |i: u64| s(&format!("n{i}.listed.test"));
+            let now = t.clock().now();
+            match next(10) {
+                0..=4 => {
+                    let e = now + 1_000 * (1 + next(60));
+                    t.upsert(addr, &name(next(12)), &lists[next(2) as usize], e, Source::Dns);
+                }
+                5 | 6 => {
+                    let names: Vec<_> = (0..next(5))
+                        .map(|_| (name(next(12)), lists[next(2) as usize].clone(), now + 1_000 * (1 + next(60))))
+                        .collect();
+                    t.replace_source(addr, &peers[next(2) as usize], &names);
+                }
+                7 => {
+                    let keep: FxHashSet<IpAddr> = [addr].into_iter().collect();
+                    t.sweep_source(&peers[next(2) as usize], &keep);
+                }
+                8 => {
+                    let route = Route::new(
+                        addr,
+                        smallvec::smallvec![Attribution {
+                            domain: name(next(12)),
+                            list: lists[0].clone(),
+                            expires: now + 1_000 * (1 + next(60)),
+                            source: Source::Dns,
+                        }],
+                    );
+                    t.load(vec![route]);
+                }
+                _ => {
+                    tokio::time::advance(Duration::from_secs(next(5))).await;
+                    t.expire();
+                }
+            }
+            let used: FxHashSet<Arc<str>> =
+                t.snapshot().iter().flat_map(|r| r.attributions.iter().map(|a| a.domain.clone())).collect();
+            assert_eq!(t.names_len(), used.len(), "step {step}");
+        }
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        t.expire();
+        assert_eq!((t.len(), t.names_len()), (0, 0));
     }
 
     #[tokio::test(start_paused = true)]
