@@ -844,6 +844,18 @@ impl RouteTable {
     /// expired are dropped and expiries are capped at now + max_ttl.
     /// Subscribers are not told (they start with a full dump if they ask).
     /// Returns the addresses dropped (expired, or refused by the bounds).
+    /// Makes room for `additional` more routes at once (the start-up load
+    /// knows how many the store holds), instead of growing the index, the
+    /// slots and the heap step by step while holding the lock.
+    pub fn reserve(&self, additional: usize) {
+        let additional = additional.min(self.limits.max_routes);
+        let mut st = self.lock();
+        let State { index, slots, heap, .. } = &mut *st;
+        index.0.reserve(additional, |&s| hash_addr(&slots[s as usize].addr));
+        slots.reserve(additional);
+        heap.reserve(additional);
+    }
+
     pub fn load(&self, routes: impl IntoIterator<Item = Route>) -> Vec<IpAddr> {
         self.load_at(routes, None)
     }
@@ -857,8 +869,9 @@ impl RouteTable {
         let limit = now + self.max_ttl;
         let mut dropped = Vec::new();
         // Records of one answer name the same domain: share one copy.
-        let mut domains: FxHashSet<Arc<str>> = FxHashSet::default();
         let mut routes = routes.into_iter().peekable();
+        let mut domains: FxHashSet<Arc<str>> =
+            FxHashSet::with_capacity_and_hasher(routes.size_hint().0.min(1 << 16), Default::default());
         while routes.peek().is_some() {
             let mut st = self.lock();
             for mut route in routes.by_ref().take(CHUNK) {
@@ -876,7 +889,10 @@ impl RouteTable {
                     dropped.push(route.addr);
                     continue;
                 }
-                if st.slot_of(&addr).is_none() && st.len() >= self.limits.max_routes {
+                // One index lookup per route (the store has each address
+                // once; a second load of the same address replaces it).
+                let existing = st.slot_of(&addr).is_some();
+                if !existing && st.len() >= self.limits.max_routes {
                     self.refuse(Refusal::MaxRoutes, addr);
                     dropped.push(route.addr);
                     continue;
@@ -900,7 +916,9 @@ impl RouteTable {
                     continue;
                 }
                 let scheduled = held.iter().map(|h| h.expires).min().unwrap_or(now);
-                st.remove(addr);
+                if existing {
+                    st.remove(addr);
+                }
                 st.insert(addr, held, scheduled, route.names_total.max(1));
             }
         }
@@ -1123,6 +1141,27 @@ impl RouteTable {
         more
     }
 
+    /// Takes the subscriber's whole set of changed addresses, swapping in
+    /// an empty one: O(1) under the lock, however large a burst made it
+    /// (the initial dump is not touched).
+    fn take_changed(&self, id: u64) -> FxHashSet<IpAddr> {
+        let mut st = self.lock();
+        let Some(sub) = st.subscribers.iter_mut().find(|s| s.id == id) else { return FxHashSet::default() };
+        std::mem::take(&mut sub.dirty)
+    }
+
+    /// The current state of each address (`Removed` when it has no route),
+    /// appended to `out` in the given order, [`CHUNK`] per lock hold.
+    fn current(&self, addrs: &[IpAddr], out: &mut Vec<RouteEvent>) {
+        for chunk in addrs.chunks(CHUNK) {
+            let st = self.lock();
+            out.extend(chunk.iter().map(|a| match st.slot_of(a) {
+                Some(s) => RouteEvent::Added(st.route(s)),
+                None => RouteEvent::Removed(*a),
+            }));
+        }
+    }
+
     fn pending(&self, id: u64) -> usize {
         self.lock()
             .subscribers
@@ -1162,6 +1201,21 @@ impl Subscription {
     /// The current state of up to `max` changed routes.
     pub fn drain(&self, max: usize) -> Vec<RouteEvent> {
         self.table.drain(self.id, max)
+    }
+
+    /// Takes every changed address at once (not the initial dump), for a
+    /// consumer that orders them before asking for their state with
+    /// [`Subscription::current`] (the store writer writes in key order).
+    /// What the consumer cannot keep goes back with
+    /// [`Subscription::requeue`].
+    pub fn take_changed(&self) -> FxHashSet<IpAddr> {
+        self.table.take_changed(self.id)
+    }
+
+    /// The current state of these addresses, in their order (`Removed`
+    /// for one without a route), appended to `out`.
+    pub fn current(&self, addrs: &[IpAddr], out: &mut Vec<RouteEvent>) {
+        self.table.current(addrs, out)
     }
 
     /// How many changed routes wait to be drained (an initial dump counts
