@@ -2,9 +2,9 @@
 //!
 //! Behind the small [`RouteStore`] trait: the daemon uses redb
 //! (`super::redb_store`), [`SledStore`] is the second backend (tests,
-//! `examples/memory`). Writes are batched: the writer task drains the table's
-//! changes once per `flush_interval`, writes them in one batch and flushes
-//! once, instead of an fsync per answer. Refreshes that only move an expiry
+//! `examples/memory`). Writes are batched: the writer task takes the table's
+//! changes every half `flush_interval`, writes them in key order in a few
+//! large transactions and flushes once, instead of an fsync per answer. Refreshes that only move an expiry
 //! a little are written at a coarse granularity (see the daemon), which
 //! bounds the write rate for names that are resolved constantly.
 //!
@@ -509,8 +509,8 @@ const WRITE_BATCH: usize = 8_192;
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// Drains `sub` into the store every `interval` until `shutdown`, then
-/// once more. A failed write or flush keeps its changes pending (they are
+/// Drains `sub` into the store every half `interval` until `shutdown`,
+/// then once more. A failed write or flush keeps its changes pending (they are
 /// marked changed again in the subscription), shows the store as degraded
 /// and is retried with backoff; the table keeps serving meanwhile.
 /// `cycles` counts write cycles that completed without error: every change
@@ -528,7 +528,11 @@ pub async fn run_writer(
     cycles: tokio::sync::watch::Sender<u64>,
 ) {
     let sub = Arc::new(sub);
-    let mut wait = interval;
+    // Cycles (and the flushes of a long one) come every half interval, so
+    // that a change is durable within about one `interval` of being made:
+    // at most half an interval waiting for its cycle, then the cycle.
+    let period = (interval / 2).max(Duration::from_millis(1));
+    let mut wait = period;
     let mut backoff = RETRY_MIN;
     let mut trimmed_at = metrics.store_writes.get();
     loop {
@@ -540,7 +544,7 @@ pub async fn run_writer(
         // The whole cycle (taking the changed addresses, reading their
         // routes, encoding, writing, flushing) runs on one blocking thread.
         let (s, b, m, now) = (store.clone(), sub.clone(), metrics.clone(), clock.now());
-        let result = tokio::task::spawn_blocking(move || write_pending(&*s, &b, &m, now, interval))
+        let result = tokio::task::spawn_blocking(move || write_pending(&*s, &b, &m, now, period))
             .await
             .unwrap_or_else(|e| Err(format!("write: {e}")));
         match result {
@@ -548,17 +552,20 @@ pub async fn run_writer(
                 if status.is_degraded() {
                     tracing::info!("route store writes work again; everything pending is written");
                 }
-                status.set(None, sub.pending());
+                let pending = sub.pending();
+                status.set(None, pending);
                 cycles.send_modify(|c| *c += 1);
-                if metrics.store_writes.get() >= trimmed_at + TRIM_AFTER {
-                    // A burst was written: hand the freed heap (the
-                    // cycle's address list and events) back to the system.
+                let since = metrics.store_writes.get() - trimmed_at;
+                if since >= TRIM_AFTER || (since >= TRIM_QUIET && pending == 0) {
+                    // A burst was written (or the end of one): hand the
+                    // freed heap (the cycles' address lists and events)
+                    // back to the system.
                     trimmed_at = metrics.store_writes.get();
                     release_free_memory();
                 }
-                // Cycles start every `interval`: a long cycle (a burst)
+                // Cycles start every `period`: a long cycle (a burst)
                 // is followed at once by the next, not by a full pause.
-                wait = interval.saturating_sub(started.elapsed());
+                wait = period.saturating_sub(started.elapsed());
                 backoff = RETRY_MIN;
             }
             Err(e) => {
@@ -648,6 +655,8 @@ pub fn write_pending(
 
 /// Records written between two [`release_free_memory`] calls of the writer.
 const TRIM_AFTER: u64 = 50_000;
+/// ... or this many, when a cycle leaves nothing pending (a burst ended).
+const TRIM_QUIET: u64 = 4_096;
 
 /// Returns freed heap memory to the system (glibc keeps it otherwise: a
 /// 1 M-route load or fill leaves ~100 MiB of freed buffers in the RSS).
@@ -837,6 +846,79 @@ mod tests {
         fn time(&self) -> Result<Option<UnixMillis>, StoreError> {
             Ok(None)
         }
+    }
+
+    /// Records the addresses of every write; fails the write numbered `fail_at`.
+    #[derive(Default)]
+    struct RecordingStore {
+        writes: std::sync::Mutex<Vec<Vec<IpAddr>>>,
+        fail_at: std::sync::Mutex<Option<usize>>,
+    }
+
+    impl RouteStore for RecordingStore {
+        fn load(&self) -> Result<(Vec<Route>, usize), StoreError> {
+            Ok((Vec::new(), 0))
+        }
+        fn write(&self, events: &[RouteEvent]) -> Result<(), StoreError> {
+            let mut w = self.writes.lock().unwrap();
+            if *self.fail_at.lock().unwrap() == Some(w.len()) {
+                *self.fail_at.lock().unwrap() = None;
+                let source = std::io::Error::from_raw_os_error(libc::EIO);
+                return Err(StoreError::Io { path: PathBuf::from("/recording"), source });
+            }
+            w.push(
+                events
+                    .iter()
+                    .map(|e| match e {
+                        RouteEvent::Added(r) => r.addr,
+                        RouteEvent::Removed(a) => *a,
+                    })
+                    .collect(),
+            );
+            Ok(())
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn set_time(&self, _: UnixMillis) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn time(&self) -> Result<Option<UnixMillis>, StoreError> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn a_cycle_writes_in_key_order_and_a_failure_keeps_everything_unflushed() {
+        use crate::routes::{Clock, RouteTable};
+        let table =
+            Arc::new(RouteTable::new(Clock::starting_at(1_000), Duration::from_secs(60), Duration::from_secs(3600)));
+        let sub = table.subscribe(false, None);
+        let metrics = Metrics::new();
+        let (d, l) = (Arc::from("x.test"), Arc::from("vpn"));
+        // More than two write batches, in an order that is not the key order.
+        let n = 2 * WRITE_BATCH as u32 + 100;
+        for i in 0..n {
+            let addr = IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + (i.wrapping_mul(2_654_435_761) >> 8)));
+            table.upsert(addr, &d, &l, 1_000_000, Source::Dns);
+        }
+        let total = table.len();
+        let store = RecordingStore::default();
+        // The second write fails: nothing was flushed (flush_every is long),
+        // so every address of the cycle is pending again.
+        *store.fail_at.lock().unwrap() = Some(1);
+        let err = write_pending(&store, &sub, &metrics, 1_000, Duration::from_secs(3600)).unwrap_err();
+        assert!(err.contains("write"), "{err}");
+        assert_eq!(sub.pending(), total);
+        assert_eq!(metrics.store_errors.get(), 1);
+        store.writes.lock().unwrap().clear();
+        write_pending(&store, &sub, &metrics, 1_000, Duration::from_secs(3600)).unwrap();
+        assert_eq!(sub.pending(), 0);
+        let writes = store.writes.lock().unwrap();
+        assert_eq!(writes.len(), total.div_ceil(WRITE_BATCH));
+        let all: Vec<IpAddr> = writes.iter().flatten().copied().collect();
+        assert_eq!(all.len(), total);
+        assert!(all.windows(2).all(|w| key(w[0]) < key(w[1])), "writes are not in key order");
     }
 
     #[tokio::test(start_paused = true)]
