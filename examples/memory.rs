@@ -3,7 +3,7 @@
 //! store holding them. Prints VmRSS after each step; see BENCHMARKS.md.
 //!
 //! ```text
-//! cargo run --release --example memory -- [--routes N] [--domains N] [--names N] [--store DIR [--backend sled|redb] [--cache BYTES] [--batch N] [--reload]]
+//! cargo run --release --example memory -- [--routes N] [--domains N] [--names N] [--store DIR [--backend sled|redb] [--cache BYTES] [--batch N] [--shuffle] [--reload]]
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -126,7 +126,19 @@ fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         // As the store writer: write calls of `batch` routes (one sled
         // batch each), one flush per 50 000.
-        let all = table.snapshot();
+        let mut all = table.snapshot();
+        if args.iter().any(|a| a == "--shuffle") {
+            // In no particular key order, as the store writer wrote before
+            // it sorted (hash order of the changed set): Fisher-Yates with
+            // a fixed xorshift, so runs compare.
+            let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+            for i in (1..all.len()).rev() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                all.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+        }
         for chunk in all.chunks(50_000) {
             for part in chunk.chunks(batch.max(1)) {
                 let events: Vec<RouteEvent> = part.iter().cloned().map(RouteEvent::Added).collect();

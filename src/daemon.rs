@@ -150,6 +150,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let (loader, into) = (store.clone(), table.clone());
     let (stored_count, bad, store_time, dropped_expired) = tokio::task::spawn_blocking(move || {
         let store_time = loader.time()?;
+        if let Some(n) = loader.count()? {
+            into.reserve(n);
+        }
         let (mut count, mut dropped) = (0, Vec::new());
         let bad = loader.load_chunks(4096, &mut |chunk| {
             count += chunk.len();

@@ -19,9 +19,9 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::store::{ChunkedLoad, RouteStore, StoreError, encode_record, key, lock_dir};
+use super::store::{ChunkedLoad, RouteStore, StoreError, encode_record, key_bytes, lock_dir};
 use super::{Route, RouteEvent, UnixMillis};
 
 const ROUTES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("routes");
@@ -220,10 +220,12 @@ impl RouteStore for RedbStore {
                     match e {
                         RouteEvent::Added(r) => {
                             encode_record(r, &mut value);
-                            table.insert(key(r.addr).as_slice(), value.as_slice())?;
+                            let (k, n) = key_bytes(r.addr);
+                            table.insert(&k[..n], value.as_slice())?;
                         }
                         RouteEvent::Removed(addr) => {
-                            table.remove(key(*addr).as_slice())?;
+                            let (k, n) = key_bytes(*addr);
+                            table.remove(&k[..n])?;
                         }
                     }
                 }
@@ -245,6 +247,14 @@ impl RouteStore for RedbStore {
             txn.open_table(META)?.insert("time", now)?;
             txn.commit()?;
             Ok(())
+        })
+    }
+
+    fn count(&self) -> Result<Option<usize>, StoreError> {
+        self.with(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(ROUTES)?;
+            Ok(Some(usize::try_from(table.len()?).unwrap_or(usize::MAX)))
         })
     }
 

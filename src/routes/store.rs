@@ -2,9 +2,9 @@
 //!
 //! Behind the small [`RouteStore`] trait: the daemon uses redb
 //! (`super::redb_store`), [`SledStore`] is the second backend (tests,
-//! `examples/memory`). Writes are batched: the writer task drains the table's
-//! changes once per `flush_interval`, writes them in one batch and flushes
-//! once, instead of an fsync per answer. Refreshes that only move an expiry
+//! `examples/memory`). Writes are batched: the writer task takes the table's
+//! changes every half `flush_interval`, writes them in key order in a few
+//! large transactions and flushes once, instead of an fsync per answer. Refreshes that only move an expiry
 //! a little are written at a coarse granularity (see the daemon), which
 //! bounds the write rate for names that are resolved constantly.
 //!
@@ -77,6 +77,11 @@ pub trait RouteStore: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
     /// Records the time of this write cycle (durable with the next flush).
     fn set_time(&self, now: UnixMillis) -> Result<(), StoreError>;
+    /// How many records the store holds, when it knows without a walk
+    /// (the start-up load makes room for them in the table at once).
+    fn count(&self) -> Result<Option<usize>, StoreError> {
+        Ok(None)
+    }
     /// The time last recorded by [`RouteStore::set_time`]: the store's own
     /// idea of when its routes were current.
     fn time(&self) -> Result<Option<UnixMillis>, StoreError>;
@@ -139,16 +144,20 @@ pub(crate) struct ChunkedLoad<'a> {
     routes: Vec<Route>,
     bad: usize,
     each: &'a mut dyn FnMut(Vec<Route>),
+    /// List names and peer ids seen so far: every record names one of a
+    /// few, so they are shared instead of allocated per record.
+    shared: Vec<Arc<str>>,
 }
 
 impl<'a> ChunkedLoad<'a> {
     pub(crate) fn new(path: &'a Path, chunk: usize, each: &'a mut dyn FnMut(Vec<Route>)) -> ChunkedLoad<'a> {
         let chunk = chunk.max(1);
-        ChunkedLoad { path, chunk, routes: Vec::with_capacity(chunk), bad: 0, each }
+        ChunkedLoad { path, chunk, routes: Vec::with_capacity(chunk), bad: 0, each, shared: Vec::new() }
     }
 
     pub(crate) fn push(&mut self, key: &[u8], value: &[u8]) {
-        match decode_stored(key, value) {
+        let route = addr_of(key).and_then(|addr| decode_record_in(addr, value, &mut self.shared));
+        match route {
             Some(route) => self.routes.push(route),
             None => {
                 self.bad += 1;
@@ -169,7 +178,26 @@ impl<'a> ChunkedLoad<'a> {
     }
 }
 
-pub(crate) fn decode_record(addr: IpAddr, mut b: &[u8]) -> Option<Route> {
+pub(crate) fn decode_record(addr: IpAddr, b: &[u8]) -> Option<Route> {
+    decode_record_in(addr, b, &mut Vec::new())
+}
+
+/// Lists and peer ids decoded, kept for the next records.
+const SHARED_TEXTS: usize = 32;
+
+/// [`decode_record`], taking list names and peer ids from `shared` (and
+/// adding new ones while it has room) rather than allocating each.
+fn decode_record_in(addr: IpAddr, mut b: &[u8], shared: &mut Vec<Arc<str>>) -> Option<Route> {
+    fn share(shared: &mut Vec<Arc<str>>, text: &str) -> Arc<str> {
+        if let Some(a) = shared.iter().find(|a| ***a == *text) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(text);
+        if shared.len() < SHARED_TEXTS {
+            shared.push(a.clone());
+        }
+        a
+    }
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, rest) = (b.get(..n)?, b.get(n..)?);
         *b = rest;
@@ -191,11 +219,11 @@ pub(crate) fn decode_record(addr: IpAddr, mut b: &[u8]) -> Option<Route> {
     let mut attributions = SmallVec::with_capacity(n.min(64));
     for _ in 0..n {
         let expires = u64::from_be_bytes(take(&mut b, 8)?.try_into().ok()?);
-        let list = Arc::from(text(&mut b)?);
+        let list = share(shared, text(&mut b)?);
         let domain = Arc::from(text(&mut b)?);
         let source = match text(&mut b)? {
             "" => Source::Dns,
-            p => Source::Peer(Arc::from(p)),
+            p => Source::Peer(share(shared, p)),
         };
         attributions.push(Attribution { domain, list, expires, source });
     }
@@ -206,9 +234,19 @@ pub(crate) fn decode_record(addr: IpAddr, mut b: &[u8]) -> Option<Route> {
 }
 
 pub(crate) fn key(addr: IpAddr) -> Vec<u8> {
+    let (k, n) = key_bytes(addr);
+    k[..n].to_vec()
+}
+
+/// An address's key without an allocation: the bytes and how many count.
+pub(crate) fn key_bytes(addr: IpAddr) -> ([u8; 16], usize) {
+    let mut k = [0u8; 16];
     match addr {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
+        IpAddr::V4(a) => {
+            k[..4].copy_from_slice(&a.octets());
+            (k, 4)
+        }
+        IpAddr::V6(a) => (a.octets(), 16),
     }
 }
 
@@ -463,14 +501,16 @@ impl StoreStatus {
 /// applying big batches (BENCHMARKS.md: ~50 MiB per million routes written
 /// in batches of 100-500, 2.2 GiB in batches of 2 000).
 const SLED_BATCH: usize = 256;
-/// Routes drained from the table per store write.
-const WRITE_BATCH: usize = 2_000;
+/// Routes per store write (one redb transaction). The routes of a cycle
+/// are written in key order, so a write touches the B-tree pages of one
+/// key range, not one page per route (BENCHMARKS.md, "The store writer").
+const WRITE_BATCH: usize = 8_192;
 /// Retry delays after a failed write or flush.
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// Drains `sub` into the store every `interval` until `shutdown`, then
-/// once more. A failed write or flush keeps its changes pending (they are
+/// Drains `sub` into the store every half `interval` until `shutdown`,
+/// then once more. A failed write or flush keeps its changes pending (they are
 /// marked changed again in the subscription), shows the store as degraded
 /// and is retried with backoff; the table keeps serving meanwhile.
 /// `cycles` counts write cycles that completed without error: every change
@@ -487,7 +527,12 @@ pub async fn run_writer(
     shutdown: CancellationToken,
     cycles: tokio::sync::watch::Sender<u64>,
 ) {
-    let mut wait = interval;
+    let sub = Arc::new(sub);
+    // Cycles (and the flushes of a long one) come every half interval, so
+    // that a change is durable within about one `interval` of being made:
+    // at most half an interval waiting for its cycle, then the cycle.
+    let period = (interval / 2).max(Duration::from_millis(1));
+    let mut wait = period;
     let mut backoff = RETRY_MIN;
     let mut trimmed_at = metrics.store_writes.get();
     loop {
@@ -496,22 +541,31 @@ pub async fn run_writer(
             _ = tokio::time::sleep(wait) => false,
         };
         let started = tokio::time::Instant::now();
-        match write_pending(&store, &sub, &metrics, clock.now(), interval).await {
+        // The whole cycle (taking the changed addresses, reading their
+        // routes, encoding, writing, flushing) runs on one blocking thread.
+        let (s, b, m, now) = (store.clone(), sub.clone(), metrics.clone(), clock.now());
+        let result = tokio::task::spawn_blocking(move || write_pending(&*s, &b, &m, now, period))
+            .await
+            .unwrap_or_else(|e| Err(format!("write: {e}")));
+        match result {
             Ok(()) => {
                 if status.is_degraded() {
                     tracing::info!("route store writes work again; everything pending is written");
                 }
-                status.set(None, sub.pending());
+                let pending = sub.pending();
+                status.set(None, pending);
                 cycles.send_modify(|c| *c += 1);
-                if metrics.store_writes.get() >= trimmed_at + TRIM_AFTER {
-                    // A burst was written: hand the freed heap (sled's
-                    // write buffers, drained batches) back to the system.
+                let since = metrics.store_writes.get() - trimmed_at;
+                if since >= TRIM_AFTER || (since >= TRIM_QUIET && pending == 0) {
+                    // A burst was written (or the end of one): hand the
+                    // freed heap (the cycles' address lists and events)
+                    // back to the system.
                     trimmed_at = metrics.store_writes.get();
                     release_free_memory();
                 }
-                // Cycles start every `interval`: a long cycle (a burst)
+                // Cycles start every `period`: a long cycle (a burst)
                 // is followed at once by the next, not by a full pause.
-                wait = interval.saturating_sub(started.elapsed());
+                wait = period.saturating_sub(started.elapsed());
                 backoff = RETRY_MIN;
             }
             Err(e) => {
@@ -526,80 +580,83 @@ pub async fn run_writer(
     }
 }
 
-/// Writes the changes pending when it starts and flushes, recording `now`
-/// as the store's time. A cycle that writes for longer than
-/// `flush_every` (a burst of new routes) flushes along the way, so what
-/// it wrote first is durable without waiting for the rest. On failure the
-/// changes of this cycle not yet flushed are pending again and the error
-/// is returned (logged and counted here).
-pub async fn write_pending(
-    store: &Arc<dyn RouteStore>,
+/// A sort key in the order of the store's keys (an address's 4 or 16
+/// bytes compared as byte strings, as redb and sled order them): the bytes
+/// left-aligned in a u128, a shorter key before a longer one it prefixes.
+fn key_order(a: &IpAddr) -> (u128, bool) {
+    match a {
+        IpAddr::V4(v4) => (u128::from(u32::from(*v4)) << 96, false),
+        IpAddr::V6(v6) => (u128::from(*v6), true),
+    }
+}
+
+/// Writes every change pending when it starts and flushes, recording
+/// `now` as the store's time; blocking (the writer runs it on a blocking
+/// thread). The changed addresses are taken from the subscription at once
+/// (a swap, not a walk, under the table's lock), sorted in key order, and
+/// their current routes read and written `WRITE_BATCH` at a time, one
+/// transaction each. A cycle that writes for longer than `flush_every` (a
+/// burst of new routes) flushes along the way, so what it wrote first is
+/// durable without waiting for the rest. On failure every change of this
+/// cycle not yet flushed is pending again and the error is returned
+/// (logged and counted here).
+pub fn write_pending(
+    store: &dyn RouteStore,
     sub: &Subscription,
-    metrics: &Arc<Metrics>,
+    metrics: &Metrics,
     now: crate::clock::UnixMillis,
     flush_every: Duration,
 ) -> Result<(), String> {
     // Changes arriving during the cycle wait for the next one, so that a
     // cycle ends (and sync cursors may advance) under sustained load.
-    let mut budget = sub.pending();
-    if budget == 0 {
+    let changed = sub.take_changed();
+    if changed.is_empty() {
         return Ok(());
     }
+    let mut addrs: Vec<IpAddr> = changed.into_iter().collect();
+    addrs.sort_unstable_by_key(key_order);
     let started = Instant::now();
     let mut flushed_at = started;
-    // Written since the last flush: durable only once a flush works.
-    let mut written: Vec<IpAddr> = Vec::new();
-    let fail = |what: &str, e: String, written: &[IpAddr], rest: &[IpAddr]| {
+    // addrs[..durable] are flushed; the rest is pending again on failure.
+    let mut durable = 0;
+    let fail = |what: &str, e: StoreError, durable: usize| {
         metrics.store_errors.inc();
-        sub.requeue(written.iter().chain(rest).copied());
+        sub.requeue(addrs[durable..].iter().copied());
         error!(error = %e, pending = sub.pending(), "route store {what} failed; keeping the changes and retrying");
         Err(format!("{what}: {e}"))
     };
-    while budget > 0 {
-        let events = sub.drain(WRITE_BATCH.min(budget));
-        if events.is_empty() {
-            break;
+    let mut events = Vec::with_capacity(WRITE_BATCH.min(addrs.len()));
+    let mut written = 0;
+    for part in addrs.chunks(WRITE_BATCH) {
+        events.clear();
+        sub.current(part, &mut events);
+        if let Err(e) = store.write(&events) {
+            return fail("write", e, durable);
         }
-        let n = events.len();
-        budget = budget.saturating_sub(n);
-        let addrs: Vec<IpAddr> = events.iter().map(event_addr).collect();
-        let s = store.clone();
-        let result = tokio::task::spawn_blocking(move || s.write(&events)).await;
-        match result {
-            Ok(Ok(())) => {
-                metrics.store_writes.inc_by(n as u64);
-                written.extend(addrs);
+        written += part.len();
+        metrics.store_writes.inc_by(part.len() as u64);
+        if written < addrs.len() && flushed_at.elapsed() >= flush_every {
+            if let Err(e) = store.flush() {
+                return fail("flush", e, durable);
             }
-            Ok(Err(e)) => return fail("write", e.to_string(), &written, &addrs),
-            Err(e) => return fail("write", e.to_string(), &written, &addrs),
-        }
-        if budget > 0 && flushed_at.elapsed() >= flush_every {
-            let s = store.clone();
-            match tokio::task::spawn_blocking(move || s.flush()).await {
-                Ok(Ok(())) => {
-                    metrics.store_flushes.inc();
-                    written.clear();
-                    flushed_at = Instant::now();
-                }
-                Ok(Err(e)) => return fail("flush", e.to_string(), &written, &[]),
-                Err(e) => return fail("flush", e.to_string(), &written, &[]),
-            }
-        }
-    }
-    let s = store.clone();
-    match tokio::task::spawn_blocking(move || s.set_time(now).and_then(|()| s.flush())).await {
-        Ok(Ok(())) => {
             metrics.store_flushes.inc();
-            metrics.store_flush_seconds.observe(started.elapsed().as_secs_f64());
-            Ok(())
+            durable = written;
+            flushed_at = Instant::now();
         }
-        Ok(Err(e)) => fail("flush", e.to_string(), &written, &[]),
-        Err(e) => fail("flush", e.to_string(), &written, &[]),
     }
+    drop(events);
+    if let Err(e) = store.set_time(now).and_then(|()| store.flush()) {
+        return fail("flush", e, durable);
+    }
+    metrics.store_flushes.inc();
+    metrics.store_flush_seconds.observe(started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// Records written between two [`release_free_memory`] calls of the writer.
 const TRIM_AFTER: u64 = 50_000;
+/// ... or this many, when a cycle leaves nothing pending (a burst ended).
+const TRIM_QUIET: u64 = 4_096;
 
 /// Returns freed heap memory to the system (glibc keeps it otherwise: a
 /// 1 M-route load or fill leaves ~100 MiB of freed buffers in the RSS).
@@ -608,13 +665,6 @@ pub fn release_free_memory() {
     // SAFETY: malloc_trim only walks the allocator's own free lists.
     unsafe {
         libc::malloc_trim(0);
-    }
-}
-
-fn event_addr(e: &RouteEvent) -> IpAddr {
-    match e {
-        RouteEvent::Added(r) => r.addr,
-        RouteEvent::Removed(a) => *a,
     }
 }
 
@@ -636,6 +686,18 @@ mod tests {
             ),
             names_total: 1,
         }
+    }
+
+    #[test]
+    fn key_order_is_the_order_of_the_stored_keys() {
+        let mut addrs: Vec<IpAddr> = ["198.51.100.7", "2001:db8::1", "10.0.0.1", "::1", "c633:6407::", "198.51.100.6"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let mut by_key = addrs.clone();
+        by_key.sort_by_key(|a| key(*a));
+        addrs.sort_unstable_by_key(key_order);
+        assert_eq!(addrs, by_key);
     }
 
     #[test]
@@ -784,6 +846,79 @@ mod tests {
         fn time(&self) -> Result<Option<UnixMillis>, StoreError> {
             Ok(None)
         }
+    }
+
+    /// Records the addresses of every write; fails the write numbered `fail_at`.
+    #[derive(Default)]
+    struct RecordingStore {
+        writes: std::sync::Mutex<Vec<Vec<IpAddr>>>,
+        fail_at: std::sync::Mutex<Option<usize>>,
+    }
+
+    impl RouteStore for RecordingStore {
+        fn load(&self) -> Result<(Vec<Route>, usize), StoreError> {
+            Ok((Vec::new(), 0))
+        }
+        fn write(&self, events: &[RouteEvent]) -> Result<(), StoreError> {
+            let mut w = self.writes.lock().unwrap();
+            if *self.fail_at.lock().unwrap() == Some(w.len()) {
+                *self.fail_at.lock().unwrap() = None;
+                let source = std::io::Error::from_raw_os_error(libc::EIO);
+                return Err(StoreError::Io { path: PathBuf::from("/recording"), source });
+            }
+            w.push(
+                events
+                    .iter()
+                    .map(|e| match e {
+                        RouteEvent::Added(r) => r.addr,
+                        RouteEvent::Removed(a) => *a,
+                    })
+                    .collect(),
+            );
+            Ok(())
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn set_time(&self, _: UnixMillis) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn time(&self) -> Result<Option<UnixMillis>, StoreError> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn a_cycle_writes_in_key_order_and_a_failure_keeps_everything_unflushed() {
+        use crate::routes::{Clock, RouteTable};
+        let table =
+            Arc::new(RouteTable::new(Clock::starting_at(1_000), Duration::from_secs(60), Duration::from_secs(3600)));
+        let sub = table.subscribe(false, None);
+        let metrics = Metrics::new();
+        let (d, l) = (Arc::from("x.test"), Arc::from("vpn"));
+        // More than two write batches, in an order that is not the key order.
+        let n = 2 * WRITE_BATCH as u32 + 100;
+        for i in 0..n {
+            let addr = IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + (i.wrapping_mul(2_654_435_761) >> 8)));
+            table.upsert(addr, &d, &l, 1_000_000, Source::Dns);
+        }
+        let total = table.len();
+        let store = RecordingStore::default();
+        // The second write fails: nothing was flushed (flush_every is long),
+        // so every address of the cycle is pending again.
+        *store.fail_at.lock().unwrap() = Some(1);
+        let err = write_pending(&store, &sub, &metrics, 1_000, Duration::from_secs(3600)).unwrap_err();
+        assert!(err.contains("write"), "{err}");
+        assert_eq!(sub.pending(), total);
+        assert_eq!(metrics.store_errors.get(), 1);
+        store.writes.lock().unwrap().clear();
+        write_pending(&store, &sub, &metrics, 1_000, Duration::from_secs(3600)).unwrap();
+        assert_eq!(sub.pending(), 0);
+        let writes = store.writes.lock().unwrap();
+        assert_eq!(writes.len(), total.div_ceil(WRITE_BATCH));
+        let all: Vec<IpAddr> = writes.iter().flatten().copied().collect();
+        assert_eq!(all.len(), total);
+        assert!(all.windows(2).all(|w| key(w[0]) < key(w[1])), "writes are not in key order");
     }
 
     #[tokio::test(start_paused = true)]

@@ -360,6 +360,12 @@ impl Slots {
         self.len += 1;
     }
 
+    /// Room for `additional` more entries in the page list (pages
+    /// themselves are allocated whole, one at a time, as they fill).
+    fn reserve(&mut self, additional: usize) {
+        self.pages.reserve((self.len + additional).div_ceil(SLOT_PAGE).saturating_sub(self.pages.len()));
+    }
+
     fn get_mut(&mut self, i: usize) -> Option<&mut Entry> {
         if i < self.len { Some(&mut self.pages[i / SLOT_PAGE][i % SLOT_PAGE]) } else { None }
     }
@@ -1044,6 +1050,18 @@ impl RouteTable {
     /// expired are dropped and expiries are capped at now + max_ttl.
     /// Subscribers are not told (they start with a full dump if they ask).
     /// Returns the addresses dropped (expired, or refused by the bounds).
+    /// Makes room for `additional` more routes at once (the start-up load
+    /// knows how many the store holds), instead of growing the index, the
+    /// slots and the heap step by step while holding the lock.
+    pub fn reserve(&self, additional: usize) {
+        let additional = additional.min(self.limits.max_routes);
+        let mut st = self.lock();
+        let State { index, slots, heap, .. } = &mut *st;
+        index.0.reserve(additional, |&s| hash_addr(&slots[s as usize].addr));
+        slots.reserve(additional);
+        heap.reserve(additional);
+    }
+
     pub fn load(&self, routes: impl IntoIterator<Item = Route>) -> Vec<IpAddr> {
         self.load_at(routes, None)
     }
@@ -1074,7 +1092,10 @@ impl RouteTable {
                     dropped.push(route.addr);
                     continue;
                 }
-                if st.slot_of(&addr).is_none() && st.len() >= self.limits.max_routes {
+                // One index lookup per route (the store has each address
+                // once; a second load of the same address replaces it).
+                let existing = st.slot_of(&addr).is_some();
+                if !existing && st.len() >= self.limits.max_routes {
                     self.refuse(Refusal::MaxRoutes, addr);
                     dropped.push(route.addr);
                     continue;
@@ -1093,7 +1114,9 @@ impl RouteTable {
                     continue;
                 }
                 let scheduled = held.iter().map(|h| h.expires).min().unwrap_or(limit);
-                st.remove(addr);
+                if existing {
+                    st.remove(addr);
+                }
                 st.insert(addr, &held, scheduled, route.names_total.max(1));
             }
         }
@@ -1344,6 +1367,27 @@ impl RouteTable {
         more
     }
 
+    /// Takes the subscriber's whole set of changed addresses, swapping in
+    /// an empty one: O(1) under the lock, however large a burst made it
+    /// (the initial dump is not touched).
+    fn take_changed(&self, id: u64) -> FxHashSet<IpAddr> {
+        let mut st = self.lock();
+        let Some(sub) = st.subscribers.iter_mut().find(|s| s.id == id) else { return FxHashSet::default() };
+        std::mem::take(&mut sub.dirty)
+    }
+
+    /// The current state of each address (`Removed` when it has no route),
+    /// appended to `out` in the given order, [`CHUNK`] per lock hold.
+    fn current(&self, addrs: &[IpAddr], out: &mut Vec<RouteEvent>) {
+        for chunk in addrs.chunks(CHUNK) {
+            let st = self.lock();
+            out.extend(chunk.iter().map(|a| match st.slot_of(a) {
+                Some(s) => RouteEvent::Added(st.route(s)),
+                None => RouteEvent::Removed(*a),
+            }));
+        }
+    }
+
     fn pending(&self, id: u64) -> usize {
         self.lock()
             .subscribers
@@ -1383,6 +1427,21 @@ impl Subscription {
     /// The current state of up to `max` changed routes.
     pub fn drain(&self, max: usize) -> Vec<RouteEvent> {
         self.table.drain(self.id, max)
+    }
+
+    /// Takes every changed address at once (not the initial dump), for a
+    /// consumer that orders them before asking for their state with
+    /// [`Subscription::current`] (the store writer writes in key order).
+    /// What the consumer cannot keep goes back with
+    /// [`Subscription::requeue`].
+    pub fn take_changed(&self) -> FxHashSet<IpAddr> {
+        self.table.take_changed(self.id)
+    }
+
+    /// The current state of these addresses, in their order (`Removed`
+    /// for one without a route), appended to `out`.
+    pub fn current(&self, addrs: &[IpAddr], out: &mut Vec<RouteEvent>) {
+        self.table.current(addrs, out)
     }
 
     /// How many changed routes wait to be drained (an initial dump counts
