@@ -425,7 +425,10 @@ async fn push_pending(sync: &Arc<PeerSync>, peer: &Arc<PeerHandle>, conn: &mut C
         // The peer's max_body is not known here: pages stay within ours
         // (the same default on every instance).
         let max_bytes = sync.settings.max_body;
-        let page = match tokio::task::spawn_blocking(move || log.read_range(from, head, limit, max_bytes, false)).await
+        let page = match tokio::task::spawn_blocking(move || {
+            log.encode_range(from, head, limit, max_bytes, false, true)
+        })
+        .await
         {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => {
@@ -437,20 +440,11 @@ async fn push_pending(sync: &Arc<PeerSync>, peer: &Arc<PeerHandle>, conn: &mut C
                 return;
             }
         };
-        if page.changes.is_empty() {
+        if page.changes == 0 {
             *pushed = page.next;
             continue;
         }
-        // A receiver takes `next` only as the last change's sequence.
-        let mut page = page;
-        page.next = page.changes.last().map_or(page.next, |c| c.seq);
-        let body = match serde_json::to_vec(&page) {
-            Ok(b) => Bytes::from(b),
-            Err(e) => {
-                warn!(error = %e, "cannot encode a push");
-                return;
-            }
-        };
+        let body = Bytes::from(page.body);
         let size = body.len() as u64;
         let started = Instant::now();
         let result = conn.request(Method::POST, "/api/v1/sync/push", Some(body)).await;
@@ -458,10 +452,7 @@ async fn push_pending(sync: &Arc<PeerSync>, peer: &Arc<PeerHandle>, conn: &mut C
         match result {
             Ok((StatusCode::OK, reply)) => {
                 sync.metrics.client_bytes.get_or_create(&SyncMetrics::peer_via(&name, "push")).inc_by(size);
-                sync.metrics
-                    .sent
-                    .get_or_create(&SyncMetrics::peer_via(&name, "push"))
-                    .inc_by(page.changes.len() as u64);
+                sync.metrics.sent.get_or_create(&SyncMetrics::peer_via(&name, "push")).inc_by(page.changes as u64);
                 if let Ok(r) = serde_json::from_slice::<PushReply>(&reply)
                     && r.rejected > 0
                 {

@@ -28,7 +28,7 @@
 //! something else after a crash.
 
 use std::hash::Hasher;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -36,16 +36,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
+use smallvec::SmallVec;
 use tokio::sync::watch;
 use tracing::warn;
 
-use super::protocol::{Change, Name, Page};
+use super::protocol::Page;
 use crate::routes::UnixMillis;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("sync change log: {0}")]
     Db(#[from] sled::Error),
+    #[error("sync change log: encoding a page: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
 /// How long withdrawals stay in the log: long enough that any copy a peer
@@ -106,15 +109,28 @@ impl Stored {
         v
     }
 
-    fn decode(mut b: &[u8]) -> Option<Stored> {
+    fn decode(b: &[u8]) -> Option<Stored> {
+        let mut names = Vec::new();
+        let (addr, at) = Stored::decode_into(b, |d, l, e| names.push((d.to_string(), l.to_string(), e)))?;
+        Some(Stored { addr, names, at })
+    }
+
+    /// Decodes a record without owning its strings: `name` gets each
+    /// (domain, list, expires) borrowed from `b`. Returns the address and
+    /// when the change was recorded; `None` (after some names, perhaps)
+    /// for a malformed record.
+    fn decode_into<'a>(
+        mut b: &'a [u8],
+        mut name: impl FnMut(&'a str, &'a str, UnixMillis),
+    ) -> Option<(IpAddr, UnixMillis)> {
         fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
             let (head, rest) = (b.get(..n)?, b.get(n..)?);
             *b = rest;
             Some(head)
         }
-        fn text(b: &mut &[u8]) -> Option<String> {
+        fn text<'a>(b: &mut &'a [u8]) -> Option<&'a str> {
             let n = *take(b, 1)?.first()? as usize;
-            String::from_utf8(take(b, n)?.to_vec()).ok()
+            std::str::from_utf8(take(b, n)?).ok()
         }
         let version = take(&mut b, 1)?[0];
         if version != 1 && version != 2 {
@@ -130,38 +146,50 @@ impl Stored {
             1 => take(&mut b, 1)?[0] as usize,
             _ => u16::from_be_bytes(take(&mut b, 2)?.try_into().ok()?) as usize,
         };
-        let mut names = Vec::with_capacity(count);
         for _ in 0..count {
             let e = u64_of(take(&mut b, 8)?)?;
             let l = text(&mut b)?;
             let d = text(&mut b)?;
-            names.push((d, l, e));
+            name(d, l, e);
         }
-        Some(Stored { addr, names, at })
+        Some((addr, at))
     }
+}
+
+/// One change's JSON, serialized from borrowed parts (the same shape as
+/// [`super::protocol::Change`]).
+#[derive(serde::Serialize)]
+struct ChangeRef<'a> {
+    seq: u64,
+    address: IpAddr,
+    origin: &'a str,
+    names: &'a [NameRef<'a>],
+}
+
+#[derive(serde::Serialize)]
+struct NameRef<'a> {
+    domain: &'a str,
+    list: &'a str,
+    expires: UnixMillis,
+}
+
+/// A page as JSON, written straight from the log records (no owned
+/// changes in between): the body of a `/changes` answer or of a push.
+#[derive(Debug)]
+pub struct EncodedPage {
+    pub body: Vec<u8>,
+    pub since: u64,
+    pub next: u64,
+    pub head: u64,
+    pub more: bool,
+    pub snapshot: bool,
+    /// Changes in the page.
+    pub changes: usize,
 }
 
 /// JSON bytes of a page besides its changes and its instance id (the keys,
 /// three numbers of up to 20 digits, two booleans), with a margin.
 const PAGE_ENVELOPE: usize = 192;
-
-/// The length of a value's JSON, without building it.
-fn json_len(value: &impl serde::Serialize) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    // Writing into a counter cannot fail for plain strings and numbers.
-    let _ = serde_json::to_writer(&mut c, value);
-    c.0
-}
 
 /// The stored change codec, public for the fuzz target `stored_record`
 /// (fuzz/), not an API: (address, names as (domain, list, expires),
@@ -205,12 +233,70 @@ fn fingerprint<'a>(names: impl Iterator<Item = (&'a str, &'a str, UnixMillis)>) 
     h.finish()
 }
 
-/// The latest change of an address.
+/// The latest change of an address: 16 bytes (whether it has names is
+/// the top bit of the sequence number, which never gets that far).
 #[derive(Clone, Copy)]
 struct Latest {
-    seq: u64,
+    seq_live: u64,
     fingerprint: u64,
-    live: bool,
+}
+
+const LIVE: u64 = 1 << 63;
+
+impl Latest {
+    fn new(seq: u64, fingerprint: u64, live: bool) -> Latest {
+        Latest { seq_live: (seq & !LIVE) | if live { LIVE } else { 0 }, fingerprint }
+    }
+
+    fn seq(self) -> u64 {
+        self.seq_live & !LIVE
+    }
+
+    fn live(self) -> bool {
+        self.seq_live & LIVE != 0
+    }
+}
+
+/// The index, address → latest change, with IPv4 addresses kept as `u32`
+/// keys (24-byte buckets instead of 48 with `IpAddr` keys and a padded
+/// value: ~50 MiB less at 1 M routes).
+#[derive(Default)]
+struct Index {
+    v4: FxHashMap<u32, Latest>,
+    v6: FxHashMap<u128, Latest>,
+}
+
+impl Index {
+    fn get(&self, addr: &IpAddr) -> Option<Latest> {
+        match addr {
+            IpAddr::V4(a) => self.v4.get(&u32::from(*a)).copied(),
+            IpAddr::V6(a) => self.v6.get(&u128::from(*a)).copied(),
+        }
+    }
+
+    fn insert(&mut self, addr: IpAddr, latest: Latest) -> Option<Latest> {
+        match addr {
+            IpAddr::V4(a) => self.v4.insert(u32::from(a), latest),
+            IpAddr::V6(a) => self.v6.insert(u128::from(a), latest),
+        }
+    }
+
+    fn remove(&mut self, addr: &IpAddr) -> Option<Latest> {
+        match addr {
+            IpAddr::V4(a) => self.v4.remove(&u32::from(*a)),
+            IpAddr::V6(a) => self.v6.remove(&u128::from(*a)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (IpAddr, Latest)> + '_ {
+        let v4 = self.v4.iter().map(|(a, l)| (IpAddr::from(std::net::Ipv4Addr::from(*a)), *l));
+        let v6 = self.v6.iter().map(|(a, l)| (IpAddr::from(std::net::Ipv6Addr::from(*a)), *l));
+        v4.chain(v6)
+    }
 }
 
 pub struct ChangeLog {
@@ -223,7 +309,7 @@ pub struct ChangeLog {
     head_tx: watch::Sender<u64>,
     /// The index; its lock also makes the recorder and the purge the one
     /// writer at a time.
-    index: Mutex<FxHashMap<IpAddr, Latest>>,
+    index: Mutex<Index>,
 }
 
 impl ChangeLog {
@@ -245,24 +331,23 @@ impl ChangeLog {
         let last = changes.last()?.and_then(|(k, _)| u64_of(&k)).unwrap_or(0);
         let head = stored_head.max(last);
         let horizon = meta.get("horizon")?.and_then(|v| u64_of(&v)).unwrap_or(0);
-        let mut index: FxHashMap<IpAddr, Latest> = FxHashMap::default();
+        let mut index = Index::default();
         // Entries superseded but not deleted (a crash between the two
         // writes), or undecodable: removed now.
         let mut stale = Vec::new();
         for item in changes.iter() {
             let (k, v) = item?;
-            let (Some(seq), Some(s)) = (u64_of(&k), Stored::decode(&v)) else {
+            // Names borrowed from the record: no allocation per change.
+            let mut names: SmallVec<[(&str, &str, UnixMillis); 2]> = SmallVec::new();
+            let decoded = Stored::decode_into(&v, |d, l, e| names.push((d, l, e)));
+            let (Some(seq), Some((addr, _))) = (u64_of(&k), decoded) else {
                 warn!(key = ?&k[..], "dropping an undecodable sync log entry");
                 stale.push(k);
                 continue;
             };
-            let latest = Latest {
-                seq,
-                fingerprint: fingerprint(s.names.iter().map(|(d, l, e)| (d.as_str(), l.as_str(), *e))),
-                live: !s.names.is_empty(),
-            };
-            if let Some(old) = index.insert(s.addr, latest) {
-                stale.push(sled::IVec::from(&seq_key(old.seq)));
+            let fp = fingerprint(names.iter().copied());
+            if let Some(old) = index.insert(addr, Latest::new(seq, fp, !names.is_empty())) {
+                stale.push(sled::IVec::from(&seq_key(old.seq())));
             }
         }
         for k in stale {
@@ -309,7 +394,7 @@ impl ChangeLog {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, FxHashMap<IpAddr, Latest>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -334,7 +419,7 @@ impl ChangeLog {
                 names.truncate(MAX_STORED_NAMES);
                 names.sort();
                 let fp = fingerprint(names.iter().map(|(d, l, e)| (&**d, &**l, *e)));
-                let previous = index.get(addr).copied();
+                let previous = index.get(addr);
                 match previous {
                     Some(p) if p.fingerprint == fp => continue,
                     None if names.is_empty() => continue,
@@ -342,10 +427,10 @@ impl ChangeLog {
                 }
                 head += 1;
                 if let Some(p) = previous {
-                    batch.remove(&seq_key(p.seq));
+                    batch.remove(&seq_key(p.seq()));
                 }
                 batch.insert(&seq_key(head), Stored::encode(*addr, names, now));
-                updates.push((*addr, Latest { seq: head, fingerprint: fp, live: !names.is_empty() }));
+                updates.push((*addr, Latest::new(head, fp, !names.is_empty())));
                 any = true;
             }
             if any {
@@ -361,7 +446,9 @@ impl ChangeLog {
         self.meta.insert("head", &head.to_be_bytes())?;
         self.db.flush()?;
         let recorded = updates.len();
-        index.extend(updates);
+        for (addr, latest) in updates {
+            index.insert(addr, latest);
+        }
         self.head.store(head, Ordering::Release);
         self.head_tx.send_replace(head);
         Ok(recorded)
@@ -396,48 +483,86 @@ impl ChangeLog {
         max_bytes: usize,
         snapshot: bool,
     ) -> Result<Page, LogError> {
-        let mut out = Vec::with_capacity(limit.min(1024));
-        let mut more = false;
-        // The page's fields around the changes: the instance id, three
-        // numbers of at most 20 digits, two booleans and the keys.
-        let mut bytes = PAGE_ENVELOPE + self.id.len();
+        let encoded = self.encode_range(since, head, limit, max_bytes, snapshot, false)?;
+        Ok(serde_json::from_slice(&encoded.body)?)
+    }
+
+    /// [`ChangeLog::read_bounded`] as the page's JSON, written straight
+    /// from the records.
+    pub fn read_encoded(&self, since: u64, limit: usize, max_bytes: usize) -> Result<EncodedPage, LogError> {
+        let head = self.head();
+        let snapshot = since == 0 || since < self.horizon() || since > head;
+        let start = if snapshot { 0 } else { since };
+        self.encode_range(start, head, limit, max_bytes, snapshot, false)
+    }
+
+    /// [`ChangeLog::read_range`] as the page's JSON. With `push`, `next` is
+    /// the page's last change's sequence (a receiver takes a push's `next`
+    /// only as that), or `head` when there is none.
+    pub fn encode_range(
+        &self,
+        since: u64,
+        head: u64,
+        limit: usize,
+        max_bytes: usize,
+        snapshot: bool,
+        push: bool,
+    ) -> Result<EncodedPage, LogError> {
+        // The page's fields around the changes: the instance id (plain
+        // characters only, `valid_instance`), three numbers of at most 20
+        // digits, two booleans and the keys.
+        let envelope = PAGE_ENVELOPE + self.id.len();
+        // The changes' JSON, comma-separated.
+        let mut list: Vec<u8> = Vec::with_capacity(limit.min(1024) * 160);
+        let (mut count, mut last, mut more) = (0usize, since, false);
         if since < head {
-            let range = self.changes.range(seq_key(since + 1)..=seq_key(head));
-            for item in range {
+            for item in self.changes.range(seq_key(since + 1)..=seq_key(head)) {
                 let (k, v) = item?;
-                if out.len() == limit {
+                if count == limit {
                     more = true;
                     break;
                 }
                 let Some(seq) = u64_of(&k) else { continue };
-                let Some(s) = Stored::decode(&v) else {
+                let mut names: SmallVec<[NameRef<'_>; 2]> = SmallVec::new();
+                let decoded =
+                    Stored::decode_into(&v, |domain, list, expires| names.push(NameRef { domain, list, expires }));
+                let Some((address, _)) = decoded else {
                     warn!(seq, "skipping an undecodable sync log entry");
                     continue;
                 };
-                let change = Change {
-                    seq,
-                    address: s.addr.to_string(),
-                    origin: self.id.to_string(),
-                    names: s.names.into_iter().map(|(domain, list, expires)| Name { domain, list, expires }).collect(),
-                };
-                // The change and the comma before it.
-                let size = json_len(&change) + 1;
-                if !out.is_empty() && bytes.saturating_add(size) > max_bytes {
+                let mark = list.len();
+                if count > 0 {
+                    list.push(b',');
+                }
+                serde_json::to_writer(&mut list, &ChangeRef { seq, address, origin: &self.id, names: &names })?;
+                // The first change always goes, so that paging progresses.
+                if count > 0 && envelope.saturating_add(list.len()) > max_bytes {
+                    list.truncate(mark);
                     more = true;
                     break;
                 }
-                bytes += size;
-                out.push(change);
+                count += 1;
+                last = seq;
             }
         }
-        let next = if more { out.last().map_or(since, |c| c.seq) } else { head.max(since) };
-        Ok(Page { instance: self.id.to_string(), since, next, head, more, snapshot, changes: out })
+        let next = if more || (push && count > 0) { last } else { head.max(since) };
+        let mut body = Vec::with_capacity(envelope + list.len());
+        body.extend_from_slice(b"{\"instance\":");
+        serde_json::to_writer(&mut body, &*self.id)?;
+        write!(
+            body,
+            ",\"since\":{since},\"next\":{next},\"head\":{head},\"more\":{more},\"snapshot\":{snapshot},\"changes\":["
+        )
+        .map_err(serde_json::Error::io)?;
+        body.extend_from_slice(&list);
+        body.extend_from_slice(b"]}");
+        Ok(EncodedPage { body, since, next, head, more, snapshot, changes: count })
     }
 
     /// Addresses whose last recorded state has names (start-up check
     /// against the table).
     pub fn live_addresses(&self) -> Vec<IpAddr> {
-        self.lock().iter().filter(|(_, l)| l.live).map(|(a, _)| *a).collect()
+        self.lock().iter().filter(|(_, l)| l.live()).map(|(a, _)| a).collect()
     }
 
     /// Deletes withdrawals recorded before `cutoff` (at most `max` of them)
@@ -469,7 +594,7 @@ impl ChangeLog {
         self.meta.insert("horizon", &horizon.to_be_bytes())?;
         self.changes.apply_batch(batch)?;
         for (addr, seq) in &purged {
-            if index.get(addr).is_some_and(|l| l.seq == *seq) {
+            if index.get(addr).is_some_and(|l| l.seq() == *seq) {
                 index.remove(addr);
             }
         }
@@ -655,6 +780,38 @@ mod tests {
         }
         assert_eq!(seen, 301);
         assert!(pages > 10, "{pages} pages");
+    }
+
+    #[test]
+    fn encoded_pages_are_the_pages_and_pushes_end_at_their_last_change() {
+        let (_d, log) = log();
+        let states = vec![
+            st("198.51.100.1", &[("a.test", 10)]),
+            st("2001:db8::1", &[("b.test", 11), ("c.test", 12)]),
+            st("198.51.100.3", &[("d.test", 13)]),
+        ];
+        assert_eq!(log.record(states, 1).unwrap(), 3);
+        // The IPv6 address is indexed like the others (no change for the same state).
+        assert_eq!(log.record(vec![st("2001:db8::1", &[("b.test", 11), ("c.test", 12)])], 2).unwrap(), 0);
+        let e = log.read_encoded(0, 10, usize::MAX).unwrap();
+        let p: Page = serde_json::from_slice(&e.body).unwrap();
+        assert_eq!((e.changes, e.next, e.more, e.snapshot), (3, 3, false, true));
+        assert_eq!(serde_json::to_vec(&p).unwrap(), e.body, "the same bytes as serializing the page");
+        assert_eq!(p.changes[1].address, "2001:db8::1");
+        assert_eq!(p.changes[1].names.len(), 2);
+        assert_eq!(p.changes[1].origin, **log.id());
+        // A push's next is its last change, never beyond.
+        let e = log.encode_range(0, 3, 2, usize::MAX, false, true).unwrap();
+        assert_eq!((e.changes, e.next, e.more), (2, 2, true));
+        let e = log.encode_range(1, 3, 10, usize::MAX, false, true).unwrap();
+        assert_eq!((e.changes, e.next, e.more), (2, 3, false));
+        let e = log.encode_range(3, 3, 10, usize::MAX, false, true).unwrap();
+        assert_eq!((e.changes, e.next), (0, 3));
+        // A withdrawal of the IPv6 address is recorded and not live.
+        assert_eq!(log.record(vec![st("2001:db8::1", &[])], 3).unwrap(), 1);
+        let mut live = log.live_addresses();
+        live.sort();
+        assert_eq!(live, vec!["198.51.100.1".parse::<IpAddr>().unwrap(), "198.51.100.3".parse().unwrap()]);
     }
 
     #[test]

@@ -117,7 +117,7 @@ async fn changes(State(sync): State<Arc<PeerSync>>, query: Result<Query<ChangesQ
     let log = sync.log.clone();
     // An asker that does not say gets pages within our own max_body.
     let max_bytes = q.max_bytes.unwrap_or(sync.settings.max_body).max(MIN_PAGE_BYTES);
-    let page = match tokio::task::spawn_blocking(move || log.read_bounded(q.since, limit, max_bytes)).await {
+    let page = match tokio::task::spawn_blocking(move || log.read_encoded(q.since, limit, max_bytes)).await {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -129,11 +129,8 @@ async fn changes(State(sync): State<Arc<PeerSync>>, query: Result<Query<ChangesQ
         Some(i) if valid_instance(&i) => sync.peer_name_of(&i),
         _ => "unknown".into(),
     };
-    sync.metrics.sent.get_or_create(&SyncMetrics::peer_via(&peer, "pull")).inc_by(page.changes.len() as u64);
-    let body = match serde_json::to_vec(&page) {
-        Ok(b) => b,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
+    sync.metrics.sent.get_or_create(&SyncMetrics::peer_via(&peer, "pull")).inc_by(page.changes as u64);
+    let body = page.body;
     sync.metrics.server_bytes.get_or_create(&SyncMetrics::endpoint("changes")).inc_by(body.len() as u64);
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
