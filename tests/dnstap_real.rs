@@ -85,12 +85,13 @@ fn unbound_over_unix_socket() -> Result<()> {
     let ub = Unbound::start(tmp.path(), nsd.port(), DnstapTarget::Unix(d.socket.clone()))?;
     resolve_and_check(&d, ub.port())?;
     // A 2 s TTL (min_ttl is 1 s here) expires promptly: gone within 1 s
-    // of its expiry.
+    // of its expiry. The table keeps expiries in whole seconds, rounded up
+    // (a route never ends early), so the expiry is at most 3 s away.
     dig(ub.port(), peers::SHORT_LISTED, "A")?;
     let r = d.wait_route(&v4(peers::SHORT_LISTED_V4), ARRIVE)?;
     let expires = humantime::parse_rfc3339(r["expires"].as_str().unwrap_or_default())?;
     let left = expires.duration_since(std::time::SystemTime::now()).unwrap_or_default();
-    assert!(left <= Duration::from_secs(2), "TTL 2 s gives an expiry within 2 s, got {left:?}");
+    assert!(left <= Duration::from_secs(3), "TTL 2 s gives an expiry within 2 s (3 s rounded up), got {left:?}");
     d.wait_no_route(&v4(peers::SHORT_LISTED_V4), left + Duration::from_secs(1))?;
     // The status endpoint reports the lists and the routes.
     let status = d.get_json("/api/v1/status")?;
