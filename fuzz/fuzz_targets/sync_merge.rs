@@ -11,7 +11,8 @@
 //!   it from 0, and `Applied::cursor` is what `Merger::cursor` says;
 //! * counts add up (accepted + duplicates <= changes);
 //! * every route is routable, has attributions, names listed here, expiries
-//!   within now + max_ttl, and comes from the origin that sent it.
+//!   within now + max_ttl (rounded up to the second, as the table keeps
+//!   them), and comes from the origin that sent it.
 #![no_main]
 
 use std::net::IpAddr;
@@ -187,7 +188,9 @@ fn run(u: &mut Unstructured) -> Result<()> {
         if !senders.contains(&page.instance) {
             senders.push(page.instance.clone());
         }
-        let limit = s.clock.now() + MAX_TTL;
+        // The table keeps expiries in whole seconds, rounded up (a route
+        // never ends early), so the cap of now + max_ttl holds to the second.
+        let limit = (s.clock.now() + MAX_TTL).div_ceil(1000) * 1000;
         for route in &after {
             assert!(routable_unicast(route.addr), "{}", route.addr);
             assert!(!route.attributions.is_empty(), "{route:?}");
